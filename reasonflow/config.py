@@ -1,0 +1,117 @@
+"""Frozen configuration objects and the named limits every other module uses.
+
+Every bound in reasonflow lives here as a ``DEFAULT_*`` constant with a safe value, so that nothing is
+unbounded: wall time, retries, nodes, depth, samples, tokens, request bodies. Configs are frozen
+dataclasses that validate in ``__post_init__`` and raise ``ConfigError``. They do not read the
+environment; ``home_dir()`` is the one exception, for ``REASONFLOW_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from reasonflow.errors import ConfigError
+
+# --- engine -----------------------------------------------------------------------------------
+DEFAULT_MODEL = "smollm2-135m"
+DEFAULT_ENGINE_HOST = "127.0.0.1"
+DEFAULT_OMP_THREADS = 2
+DEFAULT_KVCACHE_GIB = 2
+DEFAULT_MAX_MODEL_LEN = 4096
+DEFAULT_ENGINE_START_TIMEOUT_S = 900.0  # a cold start compiles for ~90 s; a loaded machine is slower
+DEFAULT_ENGINE_STOP_GRACE_S = 20.0
+DEFAULT_LOG_TAIL_LINES = 40
+
+# --- LM calls ---------------------------------------------------------------------------------
+DEFAULT_REQUEST_TIMEOUT_S = 300.0  # one HTTP request, including queueing inside vLLM
+DEFAULT_MAX_RETRIES = 3  # for 408/409/429/5xx and connection errors; 400/401 are never retried
+DEFAULT_RETRY_DEADLINE_S = 600.0  # total wall time of one call, across its retries
+DEFAULT_MAX_TOKENS = 384
+DEFAULT_MAX_N = 64  # completions per request
+DEFAULT_REASONING_MAX_CHARS = 480  # bound on free-text output fields, so the JSON always closes
+DEFAULT_HISTORY_LIMIT = 200  # LM call records kept per LM object
+
+# --- search -----------------------------------------------------------------------------------
+DEFAULT_MAX_NODES = 200
+DEFAULT_MAX_DEPTH = 8
+DEFAULT_MAX_LM_CALLS = 200
+DEFAULT_DEADLINE_S = 600.0
+DEFAULT_CONCURRENCY = 32  # concurrent requests one search or bench keeps in flight
+
+
+def home_dir() -> Path:
+    """Where reasonflow keeps its model cache, engine state and logs (``REASONFLOW_HOME``)."""
+    return Path(os.environ.get("REASONFLOW_HOME") or Path.home() / ".cache" / "reasonflow")
+
+
+def _positive(name: str, value: float) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the embedded vLLM server is launched.
+
+    ``model`` is a registered model name (``smollm2-135m``) or a local Hugging Face model directory.
+    ``lora`` maps adapter names to adapter directories, served with ``--enable-lora``.
+    """
+
+    model: str = DEFAULT_MODEL
+    host: str = DEFAULT_ENGINE_HOST
+    port: int | None = None  # None: pick a free port
+    omp_threads: int = DEFAULT_OMP_THREADS
+    kvcache_gib: int = DEFAULT_KVCACHE_GIB
+    max_model_len: int = DEFAULT_MAX_MODEL_LEN
+    start_timeout_s: float = DEFAULT_ENGINE_START_TIMEOUT_S
+    stop_grace_s: float = DEFAULT_ENGINE_STOP_GRACE_S
+    lora: tuple[tuple[str, str], ...] = ()
+    max_lora_rank: int = 16
+    extra_args: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        for name in ("omp_threads", "kvcache_gib", "max_model_len", "start_timeout_s", "stop_grace_s"):
+            _positive(name, getattr(self, name))
+        if self.port is not None and not 0 < self.port < 65536:
+            raise ConfigError(f"port must be in 1..65535, got {self.port}")
+        if isinstance(self.lora, dict):
+            object.__setattr__(self, "lora", tuple(sorted(self.lora.items())))
+        for item in self.lora:
+            if len(item) != 2 or not item[0] or not item[1]:
+                raise ConfigError(f"lora entries are NAME=DIR pairs, got {item!r}")
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Bounds for calls to an OpenAI-compatible endpoint."""
+
+    timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
+    retry_deadline_s: float = DEFAULT_RETRY_DEADLINE_S
+    history_limit: int = DEFAULT_HISTORY_LIMIT
+    max_n: int = DEFAULT_MAX_N
+
+    def __post_init__(self):
+        _positive("timeout_s", self.timeout_s)
+        _positive("retry_deadline_s", self.retry_deadline_s)
+        _positive("history_limit", self.history_limit)
+        _positive("max_n", self.max_n)
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Bounds on one search. When one runs out the search returns its best answer so far and the
+    trace is marked ``budget_exhausted``."""
+
+    max_nodes: int = DEFAULT_MAX_NODES
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_lm_calls: int = DEFAULT_MAX_LM_CALLS
+    deadline_s: float = DEFAULT_DEADLINE_S
+
+    def __post_init__(self):
+        for name in ("max_nodes", "max_depth", "max_lm_calls", "deadline_s"):
+            _positive(name, getattr(self, name))
