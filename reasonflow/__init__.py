@@ -1,0 +1,40 @@
+"""reasonflow: chain-of-thought, self-consistency and tree search as DSPy programs over vLLM.
+
+    import reasonflow
+    lm = reasonflow.configure()          # embedded CPU engine, or configure(base_url=...)
+    program = reasonflow.program("gsm8k.cot")
+    print(program(question="...").answer)
+
+The public API is ``__all__`` below (pinned by a test). Everything else is internal.
+"""
+
+import os
+import warnings
+
+# reasonflow talks to local OpenAI-compatible servers: never fetch LiteLLM's price list from the net.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+# VLLMLM and ScriptedLM keep DSPy 3.4's forward() plugin contract on purpose: it is the path that sends
+# n samples in one request (DSPy's canonical engines send one request per sample).
+warnings.filterwarnings("ignore", message=r"Implementing custom LMs through BaseLM\.forward", category=DeprecationWarning)
+
+from reasonflow.adapter import StructuredAdapter  # noqa: E402
+from reasonflow.config import Budget, EngineConfig, LMConfig  # noqa: E402
+from reasonflow.engine import Engine  # noqa: E402
+from reasonflow.errors import (  # noqa: E402
+    ArtifactError, ConfigError, ContextOverflowError, DatasetError, EngineError, EngineNotRunning,
+    EngineStartError, LMError, LMRequestError, LMTimeoutError, ModelFetchError, ParseError,
+    ReasonflowError, SandboxError, TruncatedError,
+)
+from reasonflow.lm import VLLMLM, configure, connect  # noqa: E402
+from reasonflow.usage import Usage, track_usage  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Budget", "Engine", "EngineConfig", "LMConfig", "StructuredAdapter", "Usage", "VLLMLM",
+    "configure", "connect", "track_usage",
+    # errors
+    "ReasonflowError", "ConfigError", "EngineError", "ModelFetchError", "EngineStartError", "EngineNotRunning",
+    "LMError", "LMTimeoutError", "LMRequestError", "ContextOverflowError", "TruncatedError", "ParseError",
+    "DatasetError", "ArtifactError", "SandboxError",
+]

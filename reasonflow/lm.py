@@ -1,0 +1,218 @@
+"""Connect DSPy to an OpenAI-compatible vLLM endpoint, with structured outputs on by default.
+
+``connect(base_url=None, model=None, **sampling)`` returns a ``VLLMLM`` (a ``dspy.LM``). With no base
+URL it uses ``REASONFLOW_BASE_URL``, else the engine that ``reasonflow engine up`` left running, else it
+starts the embedded engine for the life of the process. With no model it asks ``/v1/models``.
+``configure(...)`` does that and installs ``StructuredAdapter`` as DSPy's adapter.
+
+Requests go through the official ``openai`` client, one HTTP request per DSPy call, so ``n=k`` asks
+vLLM for k choices in a single request. (DSPy 3.4's canonical engines send one request per
+candidate, in sequence; reasonflow keeps DSPy's ``forward`` plugin contract to keep native ``n``.)
+The client retries 408/409/429/5xx and connection errors with exponential backoff and honours
+Retry-After; 400/401/404 are not retried. Every request leaves a ``CallRecord`` (``reasonflow.usage``).
+Choices that stop at max_tokens are dropped and counted; when none is left, ``TruncatedError``.
+
+Not guaranteed: there is no response cache, so every call is a fresh sample (``n>1`` at
+temperature 0 is refused, since its samples would be identical); the wall time of one call is
+bounded by ``(max_retries + 1) * timeout_s`` plus backoff, not by a separate deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import weakref
+from typing import Any
+
+import dspy
+import httpx
+import openai
+
+from reasonflow.config import DEFAULT_MAX_TOKENS, LMConfig
+from reasonflow.errors import (
+    ConfigError,
+    ContextOverflowError,
+    LMError,
+    LMRequestError,
+    LMTimeoutError,
+    TruncatedError,
+)
+from reasonflow.usage import CallRecord, next_call_id, record
+
+
+OPENAI_PARAMS = frozenset({
+    "temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "stop", "seed", "response_format",
+    "logprobs", "top_logprobs", "presence_penalty", "frequency_penalty", "logit_bias",
+})
+VLLM_EXTRA_PARAMS = frozenset({"top_k", "min_p", "repetition_penalty", "min_tokens", "structured_outputs"})
+_OVERFLOW_HINTS = ("maximum context length", "context length", "too long", "max_model_len")
+
+
+class VLLMLM(dspy.LM):
+    """A ``dspy.LM`` that talks to one OpenAI-compatible endpoint through the ``openai`` client."""
+
+    def __init__(self, base_url: str, served_model: str, *, api_key: str | None = None,
+                 config: LMConfig = LMConfig(), temperature: float = 0.0, max_tokens: int = DEFAULT_MAX_TOKENS,
+                 **sampling: Any):
+        super().__init__(f"openai/{served_model}", temperature=temperature, max_tokens=max_tokens,
+                         cache=False, num_retries=config.max_retries, **sampling)
+        self.base_url = base_url.rstrip("/")
+        self.served_model = served_model
+        self.config = config
+        self._api_key = api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY"
+        self._client: openai.OpenAI | None = None
+        self._aclients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    # --- DSPy plugin contract ---------------------------------------------------------------
+    def forward(self, prompt=None, messages=None, **kwargs):
+        body, extra = self._body(prompt, messages, kwargs)
+        started = time.perf_counter()
+        try:
+            response = self.client.chat.completions.create(**body, extra_body=extra or None)
+        except openai.OpenAIError as exc:
+            raise self._failed(exc, body, started) from exc
+        return self._accept(response, body, started)
+
+    async def aforward(self, prompt=None, messages=None, **kwargs):
+        body, extra = self._body(prompt, messages, kwargs)
+        started = time.perf_counter()
+        try:
+            response = await self.aclient.chat.completions.create(**body, extra_body=extra or None)
+        except openai.OpenAIError as exc:
+            raise self._failed(exc, body, started) from exc
+        return self._accept(response, body, started)
+
+    def dump_state(self) -> dict:
+        state = super().dump_state()
+        state.update(base_url=self.base_url, served_model=self.served_model)
+        return state
+
+    # --- clients ------------------------------------------------------------------------------
+    @property
+    def client(self) -> openai.OpenAI:
+        if self._client is None:
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key,
+                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries)
+        return self._client
+
+    @property
+    def aclient(self) -> openai.AsyncOpenAI:
+        """One async client per event loop: httpx connection pools must not cross loops."""
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
+                                        timeout=self.config.timeout_s, max_retries=self.config.max_retries,
+                                        http_client=openai.DefaultAsyncHttpxClient(limits=limits))
+            self._aclients[loop] = client
+        return client
+
+    # --- request and response -----------------------------------------------------------------
+    def _body(self, prompt, messages, kwargs) -> tuple[dict, dict]:
+        merged = {**self.kwargs, **kwargs}
+        n = merged.get("n") or 1
+        if not 1 <= n <= self.config.max_n:
+            raise ConfigError(f"n must be in 1..{self.config.max_n}, got {n}")
+        if n > 1 and not merged.get("temperature"):
+            raise ConfigError(f"n={n} at temperature 0 returns {n} identical samples; set temperature > 0")
+        body = {"model": self.served_model, "messages": messages or [{"role": "user", "content": prompt}]}
+        body.update({k: v for k, v in merged.items() if k in OPENAI_PARAMS and v is not None})
+        extra = {k: v for k, v in merged.items() if k in VLLM_EXTRA_PARAMS and v is not None}
+        return body, extra
+
+    def _accept(self, response, body: dict, started: float):
+        choices = list(response.choices or [])
+        kept = [c for c in choices if c.finish_reason != "length"]
+        usage = response.usage
+        details = getattr(usage, "prompt_tokens_details", None)
+        rec = CallRecord(
+            id=next_call_id(), model=self.served_model, n=body.get("n", 1),
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+            cached_tokens=(getattr(details, "cached_tokens", 0) or 0) if details else 0,
+            latency_s=time.perf_counter() - started,
+            finish_reasons=[c.finish_reason or "" for c in choices],
+            truncated=len(choices) - len(kept),
+        )
+        record(rec)
+        if not kept:
+            raw = choices[0].message.content if choices else ""
+            raise TruncatedError(
+                f"all {len(choices)} completion(s) stopped at max_tokens={body.get('max_tokens')}; "
+                "raise max_tokens or bound the output fields", raw_text=raw or "")
+        if len(kept) < len(choices):
+            response = response.model_copy(update={"choices": kept})
+        return response
+
+    def _failed(self, exc: openai.OpenAIError, body: dict, started: float) -> LMError:
+        record(CallRecord(id=next_call_id(), model=self.served_model, n=body.get("n", 1),
+                          latency_s=time.perf_counter() - started, error=type(exc).__name__))
+        retries = self.config.max_retries
+        if isinstance(exc, openai.APITimeoutError):
+            return LMTimeoutError(f"{self.base_url} did not answer within {self.config.timeout_s}s "
+                                  f"after {retries} retries")
+        if isinstance(exc, openai.APIConnectionError):
+            return LMTimeoutError(f"could not reach {self.base_url} after {retries} retries: {exc}")
+        if isinstance(exc, openai.APIStatusError):
+            status, text = exc.status_code, _error_text(exc)
+            if status in (408, 409, 429) or status >= 500:
+                return LMTimeoutError(f"{self.base_url} answered {status} after {retries} retries: {text}")
+            if status == 400 and any(h in text.lower() for h in _OVERFLOW_HINTS):
+                return ContextOverflowError(f"prompt plus max_tokens={body.get('max_tokens')} exceed the "
+                                            f"model's context: {text}", status_code=status)
+            return LMRequestError(f"{self.base_url} rejected the request ({status}): {text}", status_code=status)
+        return LMError(f"request to {self.base_url} failed: {exc}")
+
+
+def _error_text(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        body = body.get("message") or body.get("error") or body
+        if isinstance(body, dict):
+            body = body.get("message", body)
+    return str(body or exc.message)[:500]
+
+
+def list_models(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> list[str]:
+    """The model ids an OpenAI-compatible endpoint serves (``GET /v1/models``)."""
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY",
+                           timeout=timeout_s, max_retries=1)
+    try:
+        return [m.id for m in client.models.list().data]
+    except openai.OpenAIError as exc:
+        raise LMTimeoutError(f"could not list models at {base_url}: {exc}") from exc
+
+
+def resolve_base_url(base_url: str | None = None) -> str:
+    """An explicit URL, else REASONFLOW_BASE_URL, else a running or newly started embedded engine."""
+    if base_url or os.environ.get("REASONFLOW_BASE_URL"):
+        return (base_url or os.environ["REASONFLOW_BASE_URL"]).rstrip("/")
+    from reasonflow.engine import shared_engine
+
+    return shared_engine().base_url
+
+
+def connect(base_url: str | None = None, model: str | None = None, *, api_key: str | None = None,
+            config: LMConfig = LMConfig(), **sampling: Any) -> VLLMLM:
+    """A ``dspy.LM`` for the endpoint. ``model`` defaults to the first id in ``/v1/models``; for an
+    engine serving LoRA adapters pass the adapter's name."""
+    url = resolve_base_url(base_url)
+    served = list_models(url, api_key)
+    if model is None:
+        if not served:
+            raise LMRequestError(f"{url} serves no models")
+        model = served[0]
+    elif model not in served:
+        raise ConfigError(f"{url} does not serve {model!r}; it serves {served}")
+    return VLLMLM(url, model, api_key=api_key, config=config, **sampling)
+
+
+def configure(base_url: str | None = None, model: str | None = None, **kwargs: Any) -> VLLMLM:
+    """Connect and make the result DSPy's LM, with ``StructuredAdapter`` as its adapter."""
+    from reasonflow.adapter import StructuredAdapter
+
+    lm = connect(base_url, model, **kwargs)
+    dspy.configure(lm=lm, adapter=StructuredAdapter())
+    return lm

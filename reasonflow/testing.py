@@ -1,0 +1,110 @@
+"""Test doubles for reasonflow programs: ``ScriptedLM`` answers DSPy calls from a Python function.
+
+    def respond(call):                        # call.inputs: the input fields of the predictor
+        return {"reasoning": "2+2", "answer": 4}  # or a list of n dicts, or raw text
+    lm = ScriptedLM(respond)
+    with dspy.context(lm=lm, adapter=reasonflow.StructuredAdapter()):
+        program(question="...")
+
+It is a real ``dspy.LM`` on the same plugin path as ``reasonflow.lm.VLLMLM``: the adapter formats
+the prompt, the script's dicts are serialised as the JSON the model would produce, and each call
+leaves a ``CallRecord`` (tokens estimated as characters / 4), so strategies, usage totals and traces
+behave as they do against vLLM. ``lm.calls`` keeps every ``ScriptedCall`` (with its wall-clock
+start), for assertions. Not a model: nothing is sampled; ``temperature`` only matters to the script.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import dspy
+
+from reasonflow.usage import CallRecord, next_call_id, record
+
+_FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with |\Z)", re.S)
+
+
+@dataclass
+class ScriptedCall:
+    """One request as the script sees it."""
+
+    messages: list[dict]
+    n: int
+    kwargs: dict
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def inputs(self) -> dict[str, str]:
+        """Input fields of the last user message, as the adapter rendered them."""
+        user = next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
+        return {name: value.strip() for name, value in _FIELD.findall(user)}
+
+    @property
+    def system(self) -> str:
+        return next((m["content"] for m in self.messages if m["role"] == "system"), "")
+
+
+class ScriptedLM(dspy.LM):
+    """A ``dspy.LM`` whose completions come from ``script(call)``.
+
+    ``script`` returns a dict (one completion, repeated n times), a list of n dicts or strings, or a
+    string (raw completion text). ``finish_reason`` of every choice is ``"stop"`` unless the script
+    returns ``(outputs, "length")``. ``delay_s`` makes async calls sleep, to exercise concurrency.
+    """
+
+    def __init__(self, script: Callable[[ScriptedCall], Any], *, delay_s: float = 0.0, **kwargs):
+        super().__init__("openai/scripted", cache=False, temperature=kwargs.pop("temperature", 0.0), **kwargs)
+        self.script = script
+        self.delay_s = delay_s
+        self.calls: list[ScriptedCall] = []
+        self._lock = threading.Lock()
+
+    def forward(self, prompt=None, messages=None, **kwargs):
+        call = self._call(prompt, messages, kwargs)
+        if self.delay_s:
+            time.sleep(self.delay_s)
+        return self._respond(call)
+
+    async def aforward(self, prompt=None, messages=None, **kwargs):
+        call = self._call(prompt, messages, kwargs)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return self._respond(call)
+
+    def _call(self, prompt, messages, kwargs) -> ScriptedCall:
+        merged = {**self.kwargs, **kwargs}
+        call = ScriptedCall(messages or [{"role": "user", "content": prompt}], merged.get("n") or 1, merged)
+        with self._lock:
+            self.calls.append(call)
+        return call
+
+    def _respond(self, call: ScriptedCall):
+        started = time.perf_counter()
+        result = self.script(call)
+        finish = "stop"
+        if isinstance(result, tuple):
+            result, finish = result
+        outputs = result if isinstance(result, list) else [result] * call.n
+        texts = [o if isinstance(o, str) else json.dumps(o) for o in outputs]
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in call.messages)
+        rec = CallRecord(id=next_call_id(), model="scripted", n=call.n, prompt_tokens=prompt_chars // 4,
+                         completion_tokens=sum(len(t) for t in texts) // 4,
+                         latency_s=time.perf_counter() - started, finish_reasons=[finish] * len(texts),
+                         truncated=len(texts) if finish == "length" else 0)
+        record(rec)
+        if finish == "length":
+            from reasonflow.errors import TruncatedError
+
+            raise TruncatedError("scripted truncation", raw_text=texts[0] if texts else "")
+        choices = [SimpleNamespace(index=i, finish_reason=finish, message=SimpleNamespace(content=t))
+                   for i, t in enumerate(texts)]
+        usage = {"prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens,
+                 "total_tokens": rec.prompt_tokens + rec.completion_tokens}
+        return SimpleNamespace(choices=choices, usage=usage, model="scripted")

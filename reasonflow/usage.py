@@ -1,0 +1,135 @@
+"""Per-call LM usage records and their totals per program run.
+
+Every request that ``reasonflow.lm`` sends produces one ``CallRecord``: prompt, completion and cached
+tokens, latency, the finish reasons of its choices and how many were dropped as truncated or
+unparseable. ``track_usage()`` opens a ``Usage`` collector for a block of code; records go to every
+collector that is open in the current context, so a node, the search around it and the bench around
+that each see their own totals. Collectors follow ``contextvars``, so asyncio tasks inherit them;
+plain threads do not (wrap the thread's work in ``contextvars.copy_context().run``).
+
+Not guaranteed: cached-token counts are what the server reports (vLLM reports them when prefix
+caching is on and ``--enable-prompt-tokens-details`` is set), otherwise zero.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import itertools
+import threading
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+from reasonflow.config import DEFAULT_HISTORY_LIMIT
+
+_ids = itertools.count(1)
+_active: contextvars.ContextVar[tuple["Usage", ...]] = contextvars.ContextVar("reasonflow_usage", default=())
+_last: contextvars.ContextVar["CallRecord | None"] = contextvars.ContextVar("reasonflow_last_call", default=None)
+
+
+def next_call_id() -> str:
+    return f"call-{next(_ids)}"
+
+
+@dataclass
+class CallRecord:
+    """One HTTP request to the model endpoint."""
+
+    id: str
+    model: str
+    n: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+    latency_s: float = 0.0
+    finish_reasons: list[str] = field(default_factory=list)
+    truncated: int = 0  # choices dropped because finish_reason == "length"
+    parse_failures: int = 0  # choices dropped because their fields did not parse
+    error: str | None = None  # exception class name when the call failed
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Usage:
+    """Totals over the calls made while it was active. Keeps at most ``max_records`` records (the
+    totals always count every call)."""
+
+    def __init__(self, max_records: int = DEFAULT_HISTORY_LIMIT):
+        self.max_records = max_records
+        self.records: list[CallRecord] = []
+        self._lock = threading.Lock()
+        self.calls = self.prompt_tokens = self.completion_tokens = self.cached_tokens = 0
+        self.truncated = self.parse_failures = self.errors = 0
+        self.latency_s = 0.0
+        self.finish_reasons: Counter[str] = Counter()
+
+    def add(self, rec: CallRecord) -> None:
+        with self._lock:
+            self.calls += 1
+            self.prompt_tokens += rec.prompt_tokens
+            self.completion_tokens += rec.completion_tokens
+            self.cached_tokens += rec.cached_tokens
+            self.latency_s += rec.latency_s
+            self.truncated += rec.truncated
+            self.errors += rec.error is not None
+            self.finish_reasons.update(rec.finish_reasons)
+            if len(self.records) < self.max_records:
+                self.records.append(rec)
+
+    def note_parse_failures(self, count: int) -> None:
+        with self._lock:
+            self.parse_failures += count
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def to_dict(self) -> dict:
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "cached_tokens": self.cached_tokens,
+            "total_tokens": self.total_tokens,
+            "latency_s": round(self.latency_s, 4),
+            "truncated": self.truncated,
+            "parse_failures": self.parse_failures,
+            "errors": self.errors,
+            "finish_reasons": dict(self.finish_reasons),
+        }
+
+    def __repr__(self) -> str:
+        return f"Usage({self.to_dict()})"
+
+
+@contextmanager
+def track_usage(max_records: int = DEFAULT_HISTORY_LIMIT):
+    """Collect the usage of every LM call made inside the block (and in tasks it starts)."""
+    usage = Usage(max_records)
+    token = _active.set(_active.get() + (usage,))
+    try:
+        yield usage
+    finally:
+        _active.reset(token)
+
+
+def record(rec: CallRecord) -> None:
+    """Add a finished call to every open collector; it becomes this context's ``last_call()``."""
+    _last.set(rec)
+    for usage in _active.get():
+        usage.add(rec)
+
+
+def record_parse_failures(count: int) -> None:
+    """Count ``count`` choices of this context's last call as unparseable."""
+    rec = _last.get()
+    if rec is not None:
+        rec.parse_failures += count
+    for usage in _active.get():
+        usage.note_parse_failures(count)
+
+
+def last_call() -> CallRecord | None:
+    """The last call recorded in this context (this task or thread), if any."""
+    return _last.get()

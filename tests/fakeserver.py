@@ -1,0 +1,88 @@
+"""A scripted OpenAI-compatible HTTP server on loopback, for failure-path tests of the LM layer.
+
+Each request pops the next behaviour from ``script`` (the last one repeats): a dict completion, or one
+of "stall", "reset", or an (status, body, headers) error tuple. Arrival times are logged.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def completion(*contents: str, finish_reason: str = "stop", prompt_tokens: int = 11, cached: int = 0) -> dict:
+    return {
+        "id": "cmpl-1", "object": "chat.completion", "created": 0, "model": "fake",
+        "choices": [{"index": i, "message": {"role": "assistant", "content": c},
+                     "finish_reason": finish_reason if isinstance(finish_reason, str) else finish_reason[i]}
+                    for i, c in enumerate(contents)],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": 7 * len(contents),
+                  "total_tokens": prompt_tokens + 7 * len(contents),
+                  "prompt_tokens_details": {"cached_tokens": cached}},
+    }
+
+
+class FakeServer:
+    def __init__(self, script: list, stall_s: float = 5.0):
+        self.script = list(script)
+        self.stall_s = stall_s
+        self.arrivals: list[float] = []
+        self.bodies: list[dict] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length", 0))
+                body = json.loads(self.rfile.read(length) or b"{}")
+                with server._lock:
+                    server.arrivals.append(time.perf_counter())
+                    server.bodies.append(body)
+                    step = server.script.pop(0) if len(server.script) > 1 else server.script[0]
+                if step == "stall":
+                    time.sleep(server.stall_s)
+                    return
+                if step == "reset":
+                    self.connection.shutdown(2)
+                    self.connection.close()
+                    return
+                if isinstance(step, tuple):
+                    status, payload, headers = (step + ({},))[:3]
+                    return self._send(status, payload, headers)
+                self._send(200, step)
+
+            def _send(self, status, payload, headers=None):
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
