@@ -1,33 +1,35 @@
 """Child process behind ``reasonflow.checking.math_equal``: Math-Verify with its SIGALRM timeouts off.
 
-What it does: reads JSON lines ``{"pred": str, "gold": str}`` on stdin and answers each with one line
-``{"equal": bool}`` (plus ``"error"`` when Math-Verify raised). Its first line is ``{"ready": true}``
-once Math-Verify is imported, or ``{"fatal": "..."}`` when it cannot be.
+What it does: reads JSON lines ``{"pred": str, "gold": str, "cpu_s": float}`` on stdin and answers
+each with one line ``{"equal": bool}`` (plus ``"error"`` when Math-Verify raised). Its first line is
+``{"ready": true}`` once Math-Verify is imported, or ``{"fatal": "..."}`` when it cannot be.
 
 How to run: not by hand. ``reasonflow.checking._pool`` starts it as
 ``python -I _mv_worker.py '{"sys_path": [...], "memory_bytes": N}'``. ``-I`` keeps this file's folder
 off ``sys.path`` (its siblings must not shadow modules that sympy imports); the parent's ``sys.path``
 comes in the argument instead. It imports nothing from reasonflow, so it starts in about a second.
 
-What it does not guarantee: no time bound of its own; the parent kills it when a check overruns.
-It caps its address space (RLIMIT_AS), so a runaway computation ends in MemoryError, answered as
-``{"equal": false}``, and it exits when its parent dies or closes stdin.
+What it does not guarantee: wall time is the parent's to bound (it kills us when a check overruns).
+As a backstop the kernel bounds each check's CPU time (RLIMIT_CPU, ``cpu_s`` plus a margin: SIGXCPU
+ends the process even while sympy holds the GIL, say after the parent itself was killed) and the
+address space (RLIMIT_AS: a runaway allocation ends in MemoryError, answered as ``{"equal": false}``).
+It exits when stdin closes.
 """
 
 import json
-import os
+import resource
 import sys
-import threading
-import time
 
-PARENT_POLL_S = 1.0
+CPU_MARGIN_S = 2  # RLIMIT_CPU counts whole seconds; the parent's wall-clock kill normally comes first
 
 
-def _exit_when_orphaned(parent_pid: int) -> None:
-    # A check stuck in sympy would otherwise outlive a parent that was killed before it could kill us.
-    while os.getppid() == parent_pid:
-        time.sleep(PARENT_POLL_S)
-    os._exit(0)
+def _cap_cpu(seconds: float) -> None:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = int(usage.ru_utime + usage.ru_stime + seconds) + CPU_MARGIN_S
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
 
 
 def _reply(out, message: dict) -> None:
@@ -46,11 +48,8 @@ def main() -> int:
     sys.path[:] = config["sys_path"]
     out, sys.stdout = sys.stdout, sys.stderr  # stray prints must not corrupt the protocol
     if config.get("memory_bytes"):
-        import resource
-
         limit = int(config["memory_bytes"])
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    threading.Thread(target=_exit_when_orphaned, args=(os.getppid(),), daemon=True).start()
     try:
         from math_verify import parse, verify
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises a typed error
@@ -60,6 +59,7 @@ def main() -> int:
     for line in sys.stdin:
         try:
             request = json.loads(line)
+            _cap_cpu(float(request["cpu_s"]))
             _reply(out, {"equal": _equal(parse, verify, request["pred"], request["gold"])})
         except Exception as exc:  # noqa: BLE001 - MemoryError, RecursionError, sympy errors: unequal
             _reply(out, {"equal": False, "error": repr(exc)[:500]})

@@ -119,33 +119,63 @@ class WorkerPool:
                 self._discard(worker)
                 try:
                     self._give_back(self._spawn())  # start the replacement now, off the next call's clock
-                except OSError:  # out of processes or descriptors: the next call spawns (or raises)
+                except ConfigError:  # out of processes or descriptors: the next call retries (or raises)
                     pass
                 return False
             self._give_back(worker)
             return verdict
 
+    def warm(self) -> None:
+        """Start every worker now and wait until each is ready, so later checks pay no start-up."""
+        held, taken = 0, []
+        try:
+            for _ in range(self.size):
+                self._slots.acquire()
+                held += 1
+                taken.append(self._take())
+            for worker in taken:
+                if not worker.ready:
+                    self._wait_ready(worker)
+        except BaseException:
+            for worker in taken:
+                self._discard(worker)
+            taken = []
+            raise
+        finally:
+            for worker in taken:
+                self._give_back(worker)
+            for _ in range(held):
+                self._slots.release()
+
     def _ask(self, worker: _Worker, pred: str, gold: str, timeout_s: float) -> bool | None:
         if not worker.ready:
             self._wait_ready(worker)
-        if not worker.send({"pred": pred, "gold": gold}):
+        if not worker.send({"pred": pred, "gold": gold, "cpu_s": timeout_s}):
             return None
         reply = worker.read(timeout_s)
         return None if reply is None else bool(reply.get("equal"))
 
     def _wait_ready(self, worker: _Worker) -> None:
         message = worker.read(self.start_timeout_s)
+        if message is None and not worker.alive():
+            raise ConfigError(
+                f"the Math-Verify worker exited during start-up (exit code {worker.proc.returncode}); "
+                f"run `{sys.executable} -c 'import math_verify'` to see why"
+            )
         if message is None:
             raise ConfigError(
-                f"the Math-Verify worker did not start within {self.start_timeout_s:g} s; the machine "
-                "may be overloaded, or raise reasonflow.checking.latex.DEFAULT_CHECK_START_TIMEOUT_S"
+                f"the Math-Verify worker did not start within {self.start_timeout_s:g} s; "
+                "the machine may be overloaded: retry, or build a WorkerPool with a longer start_timeout_s"
             )
         if "fatal" in message:
-            raise ConfigError(f"{message['fatal']}; install it with: pip install 'math-verify[antlr4_13_2]'")
+            raise ConfigError(f"{message['fatal']}; if it is missing: pip install 'math-verify[antlr4_13_2]'")
         worker.ready = True
 
     def _spawn(self) -> _Worker:
-        worker = _Worker(self.memory_bytes)
+        try:
+            worker = _Worker(self.memory_bytes)
+        except OSError as exc:  # out of processes, descriptors or memory
+            raise ConfigError(f"cannot start a Math-Verify worker process: {exc}") from exc
         with self._lock:
             self._all.add(worker)
         return worker

@@ -1,0 +1,75 @@
+"""Majority voting over sampled answers, with a pluggable equivalence (self-consistency's vote).
+
+What it does: ``majority_vote(["18", "18.0", "20"], numeric_equivalent)`` groups equivalent answers
+into clusters and returns the largest, with every cluster's size.
+
+How to run: a pure function over a list; it neither mutates its input nor keeps state.
+
+What it does not guarantee: equivalence need not be transitive (a tolerance, Math-Verify), so a
+cluster is "every answer equivalent to its first member", not a true equivalence class; answers are
+compared only against those first members. Each comparison costs what ``equivalent`` costs: with
+``math_equal`` that is up to n x clusters worker calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+def exact_equivalent(a: Any, b: Any) -> bool:
+    """The default equivalence: equal text after stripping surrounding whitespace."""
+    return str(a).strip() == str(b).strip()
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    """The outcome of a vote.
+
+    ``answer`` is the winning cluster's first member (None when no answer was valid); ``counts`` lists
+    ``(first member, size)`` per cluster in order of first appearance; ``total`` counts valid answers.
+    """
+
+    answer: Any | None
+    counts: list[tuple[str, int]]
+    total: int
+
+    @property
+    def share(self) -> float:
+        """The winner's fraction of the valid answers (0.0 when there were none)."""
+        return max(size for _, size in self.counts) / self.total if self.total else 0.0
+
+
+def _valid(answer: Any) -> bool:
+    return answer is not None and not (isinstance(answer, str) and not answer.strip())
+
+
+def majority_vote(answers: list, equivalent: Callable[[Any, Any], bool] = exact_equivalent) -> VoteResult:
+    """The most common answer among ``answers`` under ``equivalent``.
+
+    None and empty or blank strings are ignored; strings are stripped. Each answer joins the first
+    cluster (in order of first appearance) whose first member it is equivalent to, called as
+    ``equivalent(answer, first_member)``, or starts a new cluster.
+    Tie-break: among equally large clusters, the one whose first member appears earliest wins.
+    """
+    members: list[Any] = []
+    sizes: list[int] = []
+    for answer in answers:
+        if not _valid(answer):
+            continue
+        answer = answer.strip() if isinstance(answer, str) else answer
+        for index, first in enumerate(members):
+            if equivalent(answer, first):
+                sizes[index] += 1
+                break
+        else:
+            members.append(answer)
+            sizes.append(1)
+    counts = list(zip(members, sizes))
+    if not counts:
+        return VoteResult(answer=None, counts=[], total=0)
+    best = 0
+    for index, size in enumerate(sizes):
+        if size > sizes[best]:  # strictly larger: an equal, later cluster never displaces the earlier
+            best = index
+    return VoteResult(answer=members[best], counts=counts, total=sum(sizes))

@@ -1,0 +1,57 @@
+"""Measure an endpoint's generation throughput (completion tokens per second) at a concurrency.
+
+``peak_throughput(base_url, concurrency)`` keeps ``concurrency`` chat requests in flight, each asking
+for exactly ``max_tokens`` tokens (``ignore_eos``), for ``rounds`` rounds, and divides the completion
+tokens by the wall time. This is the denominator of every utilisation figure: achieved tok/s of a
+program divided by the peak at the same concurrency cap, measured in the same run.
+
+Not guaranteed: on a shared machine figures vary run to run; compare ratios from one run, not
+absolute numbers across runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import asdict, dataclass
+
+import openai
+
+PROMPT = "Write a long story about a lighthouse keeper who counts ships."
+
+
+@dataclass(frozen=True)
+class Throughput:
+    concurrency: int
+    requests: int
+    completion_tokens: int
+    wall_s: float
+
+    @property
+    def tok_s(self) -> float:
+        return self.completion_tokens / self.wall_s if self.wall_s else 0.0
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "tok_s": round(self.tok_s, 2)}
+
+
+async def peak_throughput(base_url: str, concurrency: int, *, model: str | None = None, max_tokens: int = 64,
+                          rounds: int = 2, api_key: str = "EMPTY") -> Throughput:
+    """Completion tok/s with ``concurrency`` requests in flight for ``rounds`` rounds."""
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=600, max_retries=0)
+    if model is None:
+        model = (await client.models.list()).data[0].id
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> int:
+        async with gate:
+            resp = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": f"{PROMPT} ({i})"}], max_tokens=max_tokens,
+                temperature=1.0, extra_body={"ignore_eos": True, "min_tokens": max_tokens})
+            return resp.usage.completion_tokens
+
+    started = time.perf_counter()
+    tokens = await asyncio.gather(*(one(i) for i in range(concurrency * rounds)))
+    wall = time.perf_counter() - started
+    await client.close()
+    return Throughput(concurrency, len(tokens), sum(tokens), wall)

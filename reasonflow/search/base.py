@@ -1,0 +1,151 @@
+"""What every search strategy shares: one run's state, the budget meter, and the sync/async bridge.
+
+``SearchStrategy`` is a ``dspy.Module``. ``aforward(question=...)`` opens a ``Trace`` and a usage
+collector, runs the subclass's ``search(run)`` under the budget's deadline, and returns a
+``dspy.Prediction(answer, reasoning, trace, usage, budget_exhausted, ...)``. ``forward`` runs the same
+coroutine to completion from synchronous code (in a worker thread if an event loop is already
+running), so DSPy's optimizers and ``program(question=...)`` work unchanged.
+
+A run stops when a bound in its ``Budget`` runs out (nodes, depth, LM calls, deadline): the
+strategy's best answer so far is returned and the trace is marked ``budget_exhausted``. The LM-call
+bound is checked before each round of requests, so a round that has started may finish past it by at
+most that round's size. Per-call state lives in ``SearchRun``, never on the module, so one module can
+serve concurrent requests.
+
+Not guaranteed: a deadline cancels in-flight requests (the server stops generating for them), but a
+Python hook that blocks the event loop is not interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any, Callable
+
+import dspy
+
+from reasonflow.config import Budget
+from reasonflow.search.task import Task
+from reasonflow.trace import Trace
+from reasonflow.usage import Usage, track_usage
+
+# Set by callers (the server's event stream) to observe every trace change of runs started inside.
+trace_listener: contextvars.ContextVar[Callable[[dict], None] | None] = contextvars.ContextVar(
+    "reasonflow_trace_listener", default=None)
+
+
+def run_sync(coro):
+    """Run a coroutine to completion from sync code, even when this thread already runs a loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    result: dict[str, Any] = {}
+    ctx = contextvars.copy_context()
+
+    def target():
+        try:
+            result["value"] = ctx.run(asyncio.run, coro)
+        except BaseException as exc:  # re-raised in the caller's thread
+            result["error"] = exc
+
+    worker = threading.Thread(target=target, name="reasonflow-run-sync")
+    worker.start()
+    worker.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+@dataclass
+class SearchRun:
+    """The state of one call: its trace, usage, budget clock and best answer so far."""
+
+    question: str
+    trace: Trace
+    usage: Usage
+    budget: Budget
+    started: float = field(default_factory=time.monotonic)
+    exhausted: str | None = None  # which bound ran out
+    best_answer: Any = None
+    best_reasoning: str = ""
+    best_node: str | None = None
+    best_score: float = float("-inf")
+    extra: dict = field(default_factory=dict)
+
+    def remaining_s(self) -> float:
+        return self.budget.deadline_s - (time.monotonic() - self.started)
+
+    def out_of_budget(self, new_nodes: int = 0, new_calls: int = 0, depth: int = 0) -> bool:
+        """True (and records which bound) when starting work of this size would pass a bound."""
+        b = self.budget
+        if self.remaining_s() <= 0:
+            self.exhausted = "deadline"
+        elif len(self.trace) + new_nodes > b.max_nodes:
+            self.exhausted = "max_nodes"
+        elif self.usage.calls + new_calls > b.max_lm_calls:
+            self.exhausted = "max_lm_calls"
+        elif depth > b.max_depth:
+            self.exhausted = "max_depth"
+        return self.exhausted is not None
+
+    def offer(self, answer: Any, score: float, node: str | None, reasoning: str = "") -> None:
+        """Keep ``answer`` if it scores higher than the best so far (ties keep the earlier one)."""
+        if answer is not None and score > self.best_score:
+            self.best_answer, self.best_score, self.best_node, self.best_reasoning = answer, score, node, reasoning
+
+
+class SearchStrategy(dspy.Module):
+    """Base of all strategies. Subclasses set ``name`` and implement ``async search(run)``."""
+
+    name = "strategy"
+
+    def __init__(self, task: Task, *, budget: Budget = Budget(), program: str | None = None):
+        super().__init__()
+        self.task = task
+        self.budget = budget
+        self.program_name = program or f"{task.name}.{self.name}"
+
+    def settings(self) -> dict:
+        """The strategy's knobs, recorded in the trace and in compiled manifests."""
+        return {"budget": asdict(self.budget)}
+
+    async def search(self, run: SearchRun) -> None:
+        raise NotImplementedError
+
+    def forward(self, question: str, **kwargs):
+        return run_sync(self.aforward(question=question, **kwargs))
+
+    async def aforward(self, question: str, **kwargs):
+        trace = Trace(program=self.program_name, strategy=self.name, config=_plain(self.settings()),
+                      question=question, listener=trace_listener.get())
+        with track_usage() as usage:
+            run = SearchRun(question=question, trace=trace, usage=usage, budget=self.budget)
+            try:
+                await asyncio.wait_for(self.search(run), timeout=max(run.remaining_s(), 0.001))
+            except (asyncio.TimeoutError, TimeoutError):
+                run.exhausted = run.exhausted or "deadline"
+        if run.best_node is not None:
+            trace.update(run.best_node, status="answer", answer=_plain(run.best_answer))
+        totals = usage.to_dict()
+        trace.finish(answer=_plain(run.best_answer), usage=totals, budget_exhausted=run.exhausted is not None,
+                     answer_node=run.best_node)
+        if run.exhausted:
+            trace.graph.graph["exhausted_by"] = run.exhausted
+        return dspy.Prediction(answer=run.best_answer, reasoning=run.best_reasoning, trace=trace, usage=totals,
+                               budget_exhausted=run.exhausted is not None, **run.extra)
+
+
+def _plain(value):
+    if is_dataclass(value):
+        return asdict(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,153 @@
+"""``StepSearch``: the propose / evaluate / answer machinery that ToT, DFS and MCTS share.
+
+A state is the question plus the steps taken so far. ``expand`` asks the task's Propose predictor
+for the next step of EVERY given state at once: one ``n=proposals`` request per state (the prompt is
+shared, so vLLM batches the samples) and all states' requests concurrently. ``evaluate`` scores new
+states, again all concurrently: the task's programmatic value if it has one, else the Value predictor
+(sure / likely / impossible, averaged over ``value_samples`` samples of one request), the Vote
+predictor (one request with ``value_samples`` votes over all candidates), or a Python callable.
+Identical states (same steps, whitespace and case aside) are evaluated once: later copies are pruned
+as duplicates. Illegal moves (the task's ``validate_step``) are pruned before any evaluation.
+
+Not guaranteed: a proposal that fails to parse or is truncated simply yields fewer children.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Callable, Literal, Union
+
+import dspy
+
+from reasonflow.config import Budget
+from reasonflow.errors import ConfigError
+from reasonflow.search.base import SearchRun, SearchStrategy
+from reasonflow.search.calls import predict
+from reasonflow.search.task import VERDICT_VALUE, Task
+
+Evaluator = Union[Literal["value", "vote"], Callable[[str, list[str]], float]]
+
+
+@dataclass
+class State:
+    node: str
+    steps: tuple[str, ...]
+    value: float = 0.0
+    path_values: tuple[float, ...] = ()
+    terminal: bool = False
+
+    @property
+    def depth(self) -> int:
+        return len(self.steps)
+
+    @property
+    def path_score(self) -> float:
+        """Mean value along the path (what beam search ranks by)."""
+        return sum(self.path_values) / len(self.path_values) if self.path_values else 0.0
+
+
+def steps_text(steps) -> str:
+    return "\n".join(steps)
+
+
+def state_key(steps) -> str:
+    return " | ".join(" ".join(s.lower().split()) for s in steps)
+
+
+class StepSearch(SearchStrategy):
+    """Base for tree searches over steps. Subclasses implement ``search(run)``."""
+
+    def __init__(self, task: Task, *, proposals: int = 3, evaluator: Evaluator = "value", value_samples: int = 1,
+                 temperature: float = 0.7, max_depth: int = 4, budget: Budget = Budget(), program: str | None = None):
+        super().__init__(task, budget=budget, program=program)
+        if not (evaluator in ("value", "vote") or callable(evaluator)):
+            raise ConfigError(f"evaluator must be 'value', 'vote' or a callable, got {evaluator!r}")
+        if proposals < 1 or value_samples < 1 or max_depth < 1:
+            raise ConfigError("proposals, value_samples and max_depth must be >= 1")
+        self.proposals, self.evaluator, self.value_samples = proposals, evaluator, value_samples
+        self.temperature, self.max_depth = temperature, min(max_depth, budget.max_depth)
+        self.propose = dspy.Predict(task.propose)
+        self.value = dspy.Predict(task.value)
+        self.vote = dspy.Predict(task.vote)
+        self.answer = dspy.Predict(task.answer)
+
+    def settings(self) -> dict:
+        evaluator = self.evaluator if isinstance(self.evaluator, str) else getattr(self.evaluator, "__name__", "callable")
+        return {**super().settings(), "proposals": self.proposals, "evaluator": evaluator,
+                "value_samples": self.value_samples, "temperature": self.temperature, "max_depth": self.max_depth}
+
+    def is_terminal(self, question: str, steps) -> bool:
+        return len(steps) >= self.max_depth or bool(self.task.is_terminal and self.task.is_terminal(question, list(steps)))
+
+    # --- propose ------------------------------------------------------------------------------
+    async def expand(self, run: SearchRun, states: list[State]) -> list[State]:
+        """Children of every state, proposed concurrently; duplicates and illegal moves pruned."""
+        calls = await asyncio.gather(*(predict(self.propose, n=self.proposals, temperature=self.temperature,
+                                               question=run.question, steps=steps_text(s.steps)) for s in states))
+        children, seen = [], {}
+        for state, call in zip(states, calls):
+            run.trace.update(state.node, **call.node_attrs())
+            for i, pred in enumerate(call.completions):
+                step = str(pred.next_step).strip()
+                steps = state.steps + (step,)
+                node = run.trace.add_node(text=step, parent=state.node, status="proposed", action=f"propose {i}")
+                key = state_key(steps)
+                if key in seen:
+                    run.trace.update(node, status="pruned", reason=f"duplicate of {seen[key]}")
+                elif not step or (self.task.validate_step and not self.task.validate_step(run.question, list(state.steps), step)):
+                    run.trace.update(node, status="pruned", reason="illegal step")
+                else:
+                    seen[key] = node
+                    children.append(State(node, steps, path_values=state.path_values,
+                                          terminal=self.is_terminal(run.question, steps)))
+        return children
+
+    # --- evaluate -----------------------------------------------------------------------------
+    async def evaluate(self, run: SearchRun, states: list[State]) -> None:
+        """Set ``value`` (and ``path_values``) on every state; scores go into the trace."""
+        if self.evaluator == "vote":
+            values = await self._vote(run, states)
+        else:
+            values = await asyncio.gather(*(self._value(run, s) for s in states))
+        for state, value in zip(states, values):
+            state.value = value
+            state.path_values = state.path_values + (value,)
+            run.trace.update(state.node, score=round(value, 4))
+
+    async def _value(self, run: SearchRun, state: State) -> float:
+        if self.task.value_fn is not None:
+            value = self.task.value_fn(run.question, list(state.steps))
+            if value is not None:
+                return float(value)
+        if callable(self.evaluator):
+            return float(self.evaluator(run.question, list(state.steps)))
+        call = await predict(self.value, n=self.value_samples, temperature=self.temperature if self.value_samples > 1 else None,
+                             question=run.question, steps=steps_text(state.steps))
+        run.trace.update(state.node, **call.node_attrs())
+        verdicts = [VERDICT_VALUE.get(str(c.verdict), 0.0) for c in call.completions]
+        return sum(verdicts) / len(verdicts) if verdicts else 0.0
+
+    async def _vote(self, run: SearchRun, states: list[State]) -> list[float]:
+        if not states:
+            return []
+        listing = "\n".join(f"{i + 1}. {steps_text(s.steps)}" for i, s in enumerate(states))
+        call = await predict(self.vote, n=self.value_samples, temperature=self.temperature if self.value_samples > 1 else None,
+                             question=run.question, candidates=listing)
+        tally = [0] * len(states)
+        for c in call.completions:
+            if isinstance(c.best, int) and 1 <= c.best <= len(states):
+                tally[c.best - 1] += 1
+        total = sum(tally) or 1
+        return [t / total for t in tally]
+
+    # --- answer -------------------------------------------------------------------------------
+    async def conclude(self, run: SearchRun, state: State) -> None:
+        """Read the answer off ``state`` (programmatically if the task can) and offer it."""
+        answer = self.task.final_answer(run.question, list(state.steps)) if self.task.final_answer else None
+        reasoning = steps_text(state.steps)
+        if answer is None and run.remaining_s() > 0:
+            call = await predict(self.answer, question=run.question, steps=reasoning)
+            run.trace.update(state.node, **call.node_attrs())
+            answer = call.completions[0].answer if call.completions else None
+        run.offer(answer, state.value, state.node, reasoning)

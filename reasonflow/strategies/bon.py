@@ -1,0 +1,72 @@
+"""BestOfN(n, verifier): n chain-of-thought samples in one request, each scored by a verifier.
+
+    propose:  n samples (one ``n=n`` request)
+    evaluate: verifier(question, reasoning, answer) -> score; either a Python callable, or
+              ``"judge"``: the task's Judge predictor, one request per sample, all concurrent
+    select:   the highest score (tie-break: the earlier sample)
+
+Not guaranteed: an LM judge's score is the probability the model states, not a calibrated one; a
+judge call that fails to parse scores 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable, Union
+
+import dspy
+
+from reasonflow.config import Budget
+from reasonflow.errors import ConfigError
+from reasonflow.search import SearchRun, SearchStrategy, Task, predict
+from reasonflow.strategies.cot import _text
+
+Verifier = Union[str, Callable[[str, str, object], float]]
+
+
+class BestOfN(SearchStrategy):
+    name = "bon"
+
+    def __init__(self, task: Task, n: int = 4, verifier: Verifier = "judge", *, temperature: float = 0.7,
+                 budget: Budget = Budget(), program: str | None = None):
+        super().__init__(task, budget=budget, program=program)
+        if not (verifier == "judge" or callable(verifier)):
+            raise ConfigError(f"verifier must be 'judge' or a callable, got {verifier!r}")
+        self.n, self.temperature, self.verifier = n, temperature, verifier
+        self.solve = dspy.ChainOfThought(task.solve)
+        self.judge = dspy.Predict(task.judge)
+
+    def settings(self) -> dict:
+        name = self.verifier if isinstance(self.verifier, str) else getattr(self.verifier, "__name__", "callable")
+        return {**super().settings(), "n": self.n, "temperature": self.temperature, "verifier": name}
+
+    async def search(self, run: SearchRun) -> None:
+        root = run.trace.add_node(text=run.question, status="expanded")
+        call = await predict(self.solve, n=self.n, temperature=self.temperature, question=run.question)
+        run.trace.update(root, **call.node_attrs())
+        if call.error:
+            run.extra["error"] = call.error
+            return
+        samples = call.completions
+        nodes = [run.trace.add_node(text=c.reasoning, parent=root, status="proposed", action=f"sample {i}",
+                                    answer=_text(c.answer)) for i, c in enumerate(samples)]
+        if run.out_of_budget(new_calls=len(samples) if self.verifier == "judge" else 0):
+            scores = [0.0] * len(samples)
+        else:
+            scores = await self._scores(run.question, samples, nodes, run)
+        for node, c, score in zip(nodes, samples, scores):
+            run.trace.update(node, status="terminal", score=score)
+            run.offer(c.answer, score, node, c.reasoning)
+        run.extra["scores"] = scores
+
+    async def _scores(self, question: str, samples: list, nodes: list[str], run: SearchRun) -> list[float]:
+        if callable(self.verifier):
+            return [float(self.verifier(question, c.reasoning, c.answer)) for c in samples]
+        calls = await asyncio.gather(*(predict(self.judge, question=question, reasoning=c.reasoning,
+                                               answer=str(c.answer)) for c in samples))
+        scores = []
+        for node, call in zip(nodes, calls):
+            run.trace.update(node, **call.node_attrs())
+            p = call.completions[0].correct_probability if call.completions else 0.0
+            scores.append(min(max(float(p), 0.0), 1.0))
+        return scores

@@ -1,0 +1,42 @@
+"""ChainOfThought: DSPy's ``dspy.ChainOfThought`` over the task's solve signature, as a strategy.
+
+One request; the trace is the question and one reasoning node. With reasonflow's StructuredAdapter
+the reasoning and answer come back as bounded JSON. Not guaranteed: a truncated or unparseable
+completion gives ``answer=None`` and ``error`` (the run does not raise).
+"""
+
+from __future__ import annotations
+
+import dspy
+
+from reasonflow.config import Budget
+from reasonflow.search import SearchRun, SearchStrategy, Task, predict
+
+
+class ChainOfThought(SearchStrategy):
+    name = "cot"
+
+    def __init__(self, task: Task, *, temperature: float | None = None, budget: Budget = Budget(),
+                 program: str | None = None):
+        super().__init__(task, budget=budget, program=program)
+        self.temperature = temperature
+        self.solve = dspy.ChainOfThought(task.solve)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "temperature": self.temperature}
+
+    async def search(self, run: SearchRun) -> None:
+        root = run.trace.add_node(text=run.question, status="expanded")
+        call = await predict(self.solve, temperature=self.temperature, question=run.question)
+        if call.error:
+            run.trace.add_node(text=call.error, parent=root, status="pruned", action="solve", **call.node_attrs())
+            run.extra["error"] = call.error
+            return
+        pred = call.completions[0]
+        node = run.trace.add_node(text=pred.reasoning, parent=root, status="terminal", action="solve",
+                                  answer=_text(pred.answer), **call.node_attrs())
+        run.offer(pred.answer, 1.0, node, pred.reasoning)
+
+
+def _text(value):
+    return None if value is None else str(value)

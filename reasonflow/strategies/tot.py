@@ -1,0 +1,83 @@
+"""TreeOfThought: breadth-first (or beam) search over reasoning steps, as in the ToT paper (Yao et al.).
+
+    frontier = [question]
+    for depth in 1..D:
+        children = propose(frontier)          # all frontier states at once, n=proposals each
+        evaluate(children)                     # all at once; identical states once
+        frontier = select(children, breadth)   # greedy top-b, or sampled by value
+    answer = best state in the frontier
+
+``mode="bfs"`` ranks a state by its own value (the paper's BFS). ``mode="beam"`` ranks it by the mean
+value along its path, so one lucky step cannot displace a consistently good line. Terminal states
+are kept in the pool without expansion. Tie-break in greedy selection: the state created first.
+
+Not guaranteed: ``selection="sample"`` is seeded (``seed``) but still depends on the model's outputs.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Literal
+
+from reasonflow.config import Budget
+from reasonflow.errors import ConfigError
+from reasonflow.search import SearchRun, Task
+from reasonflow.search.steps import Evaluator, State, StepSearch
+
+
+class TreeOfThought(StepSearch):
+    name = "tot"
+
+    def __init__(self, task: Task, *, breadth: int = 5, depth: int = 3, proposals: int = 3,
+                 evaluator: Evaluator = "value", selection: Literal["greedy", "sample"] = "greedy",
+                 mode: Literal["bfs", "beam"] = "bfs", value_samples: int = 1, temperature: float = 0.7,
+                 seed: int = 0, budget: Budget = Budget(), program: str | None = None):
+        super().__init__(task, proposals=proposals, evaluator=evaluator, value_samples=value_samples,
+                         temperature=temperature, max_depth=depth, budget=budget, program=program)
+        if selection not in ("greedy", "sample") or mode not in ("bfs", "beam") or breadth < 1:
+            raise ConfigError("selection must be greedy|sample, mode bfs|beam, breadth >= 1")
+        self.breadth, self.selection, self.mode, self.seed = breadth, selection, mode, seed
+
+    def settings(self) -> dict:
+        return {**super().settings(), "breadth": self.breadth, "depth": self.max_depth,
+                "selection": self.selection, "mode": self.mode, "seed": self.seed}
+
+    def rank(self, state: State) -> float:
+        return state.path_score if self.mode == "beam" else state.value
+
+    async def search(self, run: SearchRun) -> None:
+        root = run.trace.add_node(text=run.question, status="expanded")
+        frontier = [State(root, ())]
+        rng = random.Random(self.seed)
+        for depth in range(1, self.max_depth + 1):
+            open_states = [s for s in frontier if not s.terminal]
+            if not open_states:
+                break
+            if run.out_of_budget(new_nodes=len(open_states) * self.proposals, new_calls=len(open_states), depth=depth):
+                break
+            children = await self.expand(run, open_states)
+            await self.evaluate(run, children)
+            pool = [s for s in frontier if s.terminal] + children
+            frontier = self.select(pool, rng)
+            for state in pool:
+                run.trace.update(state.node, status=("terminal" if state.terminal else "selected")
+                                 if state in frontier else "pruned")
+        if frontier:
+            best = max(frontier, key=self.rank)  # max() keeps the first of equals
+            await self.conclude(run, best)
+
+    def select(self, pool: list[State], rng: random.Random) -> list[State]:
+        """The ``breadth`` states to keep: greedy top by rank, or sampled in proportion to it."""
+        if len(pool) <= self.breadth:
+            return list(pool)
+        if self.selection == "greedy":
+            order = sorted(range(len(pool)), key=lambda i: (-self.rank(pool[i]), i))
+            return [pool[i] for i in sorted(order[: self.breadth])]
+        chosen: list[int] = []
+        candidates = list(range(len(pool)))
+        while len(chosen) < self.breadth:
+            weights = [max(self.rank(pool[i]), 1e-6) for i in candidates]
+            pick = rng.choices(candidates, weights=weights)[0]
+            candidates.remove(pick)
+            chosen.append(pick)
+        return [pool[i] for i in sorted(chosen)]

@@ -1,0 +1,84 @@
+"""Shared fixtures. ``engine``-marked tests share ONE real vLLM engine per session, started through
+the CLI (``reasonflow engine up``) in a private REASONFLOW_HOME whose model cache links to the user's,
+so the converted model is built at most once per machine."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reasonflow.config import home_dir
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_DIR = Path(os.environ.get("REASONFLOW_DATA_DIR") or REPO.parent / "shared" / "data")
+
+
+def cli(*args: str, home: Path, timeout: float = 1200) -> subprocess.CompletedProcess:
+    env = {**os.environ, "REASONFLOW_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "reasonflow.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def base_url_of(output: str) -> str:
+    match = re.search(r"^base_url: (\S+)$", output, re.M)
+    assert match, f"no base_url line in {output!r}"
+    return match.group(1)
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "gsm8k" / "test.jsonl").is_file():
+        pytest.skip(f"benchmark data not found at {DATA_DIR} (set REASONFLOW_DATA_DIR)")
+    return DATA_DIR
+
+
+@pytest.fixture(scope="session")
+def engine_home(tmp_path_factory) -> Path:
+    """A private home for the test engine's state file and logs, sharing the user's model cache."""
+    shared = home_dir()
+    home = tmp_path_factory.mktemp("reasonflow-home")
+    for sub in ("models", "downloads"):
+        (shared / sub).mkdir(parents=True, exist_ok=True)
+        (home / sub).symlink_to(shared / sub)
+    return home
+
+
+class EngineHandle:
+    """The session's engine, as the CLI reports it; ``restart()`` is for the lifecycle test."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.base_url = ""
+        self.up_output = ""
+
+    def up(self) -> subprocess.CompletedProcess:
+        done = cli("engine", "up", home=self.home)
+        assert done.returncode == 0, done.stderr[-3000:]
+        self.base_url = base_url_of(done.stdout)
+        self.up_output = done.stdout + done.stderr
+        return done
+
+    def down(self) -> subprocess.CompletedProcess:
+        return cli("engine", "down", home=self.home, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def engine(engine_home) -> EngineHandle:
+    handle = EngineHandle(engine_home)
+    handle.up()
+    os.environ["REASONFLOW_BASE_URL"] = handle.base_url  # for code under test that calls connect()
+    yield handle
+    handle.down()
+    os.environ.pop("REASONFLOW_BASE_URL", None)
+
+
+@pytest.fixture()
+def lm(engine):
+    import reasonflow
+
+    return reasonflow.connect(engine.base_url, max_tokens=384)
