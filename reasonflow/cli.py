@@ -3,6 +3,8 @@
     reasonflow engine up [--model smollm2-135m|DIR] [--lora NAME=DIR ...]
     reasonflow engine status          # exit 1 when no engine answers
     reasonflow engine down
+    reasonflow run gsm8k.tot --question "..." [--base-url URL] [--trace-out DIR]
+    reasonflow trace show trace.json  |  reasonflow trace html trace.json -o trace.html
 
 Each subcommand is a thin layer over the library; errors from reasonflow print as one line
 (``error: ...``) with exit status 2, never as a traceback.
@@ -52,6 +54,58 @@ def cmd_engine(args) -> int:
     return 0
 
 
+def _options(pairs: list[str] | None) -> dict:
+    """``-o k=8 -o temperature=0.5`` -> {"k": 8, "temperature": 0.5} (JSON values, else strings)."""
+    import json
+
+    options = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"-o takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    return options
+
+
+def cmd_run(args) -> int:
+    import json
+    from pathlib import Path
+
+    import dspy
+
+    from reasonflow.adapter import StructuredAdapter
+    from reasonflow.lm import connect
+    from reasonflow.registry import get_program
+
+    program = get_program(args.program, **_options(args.option))
+    lm = connect(args.base_url, args.model)
+    with dspy.context(lm=lm, adapter=StructuredAdapter()):
+        pred = program(question=args.question)
+    print(f"answer: {pred.answer}")
+    print(f"usage: {json.dumps(pred.usage)}")
+    print(f"trace: {json.dumps(pred.trace.stats())}")
+    out = Path(args.trace_out)
+    out.mkdir(parents=True, exist_ok=True)
+    for path in (pred.trace.save(out / "trace.json"), pred.trace.to_graphml(out / "trace.graphml"),
+                 pred.trace.to_html(out / "trace.html")):
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_trace(args) -> int:
+    from reasonflow.trace import Trace
+
+    trace = Trace.load(args.file)
+    if args.action == "show":
+        print(trace.summary())
+    else:
+        print(f"wrote {trace.to_html(args.output or str(args.file).removesuffix('.json') + '.html')}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reasonflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,6 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--lora", action="append", metavar="NAME=DIR", help="serve a LoRA adapter (repeatable)")
     eng.add_argument("--timeout", type=float, default=EngineConfig.start_timeout_s, help="start wait in seconds")
     eng.set_defaults(func=cmd_engine)
+
+    run = sub.add_parser("run", help="run one program on one question and keep its trace")
+    run.add_argument("program", help="registered name (gsm8k.tot, game24.tot@5, ...) or compiled .json")
+    run.add_argument("--question", required=True)
+    run.add_argument("--base-url", help="OpenAI-compatible endpoint (default: the embedded engine)")
+    run.add_argument("--model", help="served model or LoRA adapter name (default: the first served)")
+    run.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="program option (repeatable)")
+    run.add_argument("--trace-out", default="trace-out", help="directory for trace.json/.graphml/.html")
+    run.set_defaults(func=cmd_run)
+
+    trace = sub.add_parser("trace", help="summarise a trace file or render it to HTML")
+    trace.add_argument("action", choices=["show", "html"])
+    trace.add_argument("file")
+    trace.add_argument("-o", "--output", help="HTML output path (default: FILE with .html)")
+    trace.set_defaults(func=cmd_trace)
     return parser
 
 

@@ -1,7 +1,8 @@
 """A scripted OpenAI-compatible HTTP server on loopback, for failure-path tests of the LM layer.
 
-Each request pops the next behaviour from ``script`` (the last one repeats): a dict completion, or one
-of "stall", "reset", or an (status, body, headers) error tuple. Arrival times are logged.
+Each request pops the next behaviour from ``script`` (the last one repeats): a dict completion, a
+callable(request body) returning one, "stall", "reset", or an (status, body, headers) error tuple.
+Every reply waits ``delay_s`` first. Arrival times and bodies are logged.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ def completion(*contents: str, finish_reason: str = "stop", prompt_tokens: int =
 
 
 class FakeServer:
-    def __init__(self, script: list, stall_s: float = 5.0):
+    def __init__(self, script: list, stall_s: float = 5.0, delay_s: float = 0.0):
         self.script = list(script)
         self.stall_s = stall_s
+        self.delay_s = delay_s
         self.arrivals: list[float] = []
         self.bodies: list[dict] = []
         self._lock = threading.Lock()
@@ -49,6 +51,10 @@ class FakeServer:
                     server.arrivals.append(time.perf_counter())
                     server.bodies.append(body)
                     step = server.script.pop(0) if len(server.script) > 1 else server.script[0]
+                if server.delay_s:
+                    time.sleep(server.delay_s)
+                if callable(step):
+                    step = step(body)
                 if step == "stall":
                     time.sleep(server.stall_s)
                     return
@@ -71,7 +77,10 @@ class FakeServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 256  # the default backlog of 5 would serialise bursts of connections
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

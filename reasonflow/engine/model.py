@@ -96,7 +96,8 @@ def resolve_model(model: str) -> tuple[Path, str]:
         return path.resolve(), path.name
     if model not in MODELS:
         raise ConfigError(f"unknown model {model!r}: use one of {sorted(MODELS)} or a local model directory")
-    return ensure_model(model), model
+    # The real path: vLLM keys its compile cache on the model path, so a symlinked home must not miss it.
+    return ensure_model(model).resolve(), model
 
 
 def ensure_model(name: str) -> Path:

@@ -51,6 +51,10 @@ def steps_text(steps) -> str:
     return "\n".join(steps)
 
 
+def render(task: Task, question: str, steps) -> str:
+    return task.render(question, list(steps)) if task.render else steps_text(steps)
+
+
 def state_key(steps) -> str:
     return " | ".join(" ".join(s.lower().split()) for s in steps)
 
@@ -84,7 +88,7 @@ class StepSearch(SearchStrategy):
     async def expand(self, run: SearchRun, states: list[State]) -> list[State]:
         """Children of every state, proposed concurrently; duplicates and illegal moves pruned."""
         calls = await asyncio.gather(*(predict(self.propose, n=self.proposals, temperature=self.temperature,
-                                               question=run.question, steps=steps_text(s.steps)) for s in states))
+                                               question=run.question, steps=render(self.task, run.question, s.steps)) for s in states))
         children, seen = [], {}
         for state, call in zip(states, calls):
             run.trace.update(state.node, **call.node_attrs())
@@ -123,7 +127,7 @@ class StepSearch(SearchStrategy):
         if callable(self.evaluator):
             return float(self.evaluator(run.question, list(state.steps)))
         call = await predict(self.value, n=self.value_samples, temperature=self.temperature if self.value_samples > 1 else None,
-                             question=run.question, steps=steps_text(state.steps))
+                             question=run.question, steps=render(self.task, run.question, state.steps))
         run.trace.update(state.node, **call.node_attrs())
         verdicts = [VERDICT_VALUE.get(str(c.verdict), 0.0) for c in call.completions]
         return sum(verdicts) / len(verdicts) if verdicts else 0.0
@@ -131,7 +135,7 @@ class StepSearch(SearchStrategy):
     async def _vote(self, run: SearchRun, states: list[State]) -> list[float]:
         if not states:
             return []
-        listing = "\n".join(f"{i + 1}. {steps_text(s.steps)}" for i, s in enumerate(states))
+        listing = "\n".join(f"{i + 1}. {render(self.task, run.question, s.steps)}" for i, s in enumerate(states))
         call = await predict(self.vote, n=self.value_samples, temperature=self.temperature if self.value_samples > 1 else None,
                              question=run.question, candidates=listing)
         tally = [0] * len(states)
@@ -147,7 +151,7 @@ class StepSearch(SearchStrategy):
         answer = self.task.final_answer(run.question, list(state.steps)) if self.task.final_answer else None
         reasoning = steps_text(state.steps)
         if answer is None and run.remaining_s() > 0:
-            call = await predict(self.answer, question=run.question, steps=reasoning)
+            call = await predict(self.answer, question=run.question, steps=render(self.task, run.question, state.steps))
             run.trace.update(state.node, **call.node_attrs())
             answer = call.completions[0].answer if call.completions else None
         run.offer(answer, state.value, state.node, reasoning)

@@ -94,6 +94,8 @@ class Task:
     is_terminal: Callable[[str, list[str]], bool] | None = None
     # (question, steps) -> the final answer read off the steps, or None to ask the LM.
     final_answer: Callable[[str, list[str]], str | None] | None = None
+    # (question, steps) -> the text the predictors see as ``steps`` (default: one step per line).
+    render: Callable[[str, list[str]], str] | None = None
     metadata: dict = field(default_factory=dict, compare=False)
 
 

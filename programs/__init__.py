@@ -1,0 +1,5 @@
+"""reasonflow's task programs: GSM8K, Game of 24 and MATH, each registered by name in
+``reasonflow.registry`` (``gsm8k.cot``, ``game24.tot``, ``math.sc``, ...). ``compiled/`` holds
+compiled artifacts (JSON state + manifest)."""
+
+from programs import game24, gsm8k, math  # noqa: F401  (registration happens on import)
