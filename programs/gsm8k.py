@@ -13,7 +13,7 @@ import dspy
 from reasonflow.checking import extract_number, numeric_equivalent
 from reasonflow.registry import register
 from reasonflow.search import Task
-from reasonflow.strategies import BestOfN, ChainOfThought, SelfConsistency, TreeOfThought
+from reasonflow.strategies import BestOfN, ChainOfThought, ProgramOfThought, SelfConsistency, TreeOfThought
 
 
 class SolveGSM8K(dspy.Signature):
@@ -78,3 +78,9 @@ def bon(n: int = 4, **options):
 def tot(breadth: int = 3, depth: int = 4, proposals: int = 3, **options):
     """Tree of thought (BFS): steps are sentences or equations, scored sure/likely/impossible."""
     return TreeOfThought(GSM8K, breadth=breadth, depth=depth, proposals=proposals, **options)
+
+
+@register("gsm8k.pot", kind="number")
+def pot(k: int = 1, **options):
+    """Program of thought: k Python programs in one request, run in the sandbox, majority vote on their results."""
+    return ProgramOfThought(GSM8K, k=k, **options)

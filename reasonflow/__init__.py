@@ -18,6 +18,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 warnings.filterwarnings("ignore", message=r"Implementing custom LMs through BaseLM\.forward", category=DeprecationWarning)
 
 from reasonflow.adapter import StructuredAdapter  # noqa: E402
+from reasonflow.artifact import load  # noqa: E402
 from reasonflow.config import Budget, EngineConfig, LMConfig  # noqa: E402
 from reasonflow.engine import Engine  # noqa: E402
 from reasonflow.errors import (  # noqa: E402
@@ -26,13 +27,16 @@ from reasonflow.errors import (  # noqa: E402
     ReasonflowError, SandboxError, TruncatedError,
 )
 from reasonflow.lm import VLLMLM, configure, connect  # noqa: E402
+from reasonflow.registry import get_program as program  # noqa: E402
+from reasonflow.registry import list_programs  # noqa: E402
+from reasonflow.trace import Trace  # noqa: E402
 from reasonflow.usage import Usage, track_usage  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Budget", "Engine", "EngineConfig", "LMConfig", "StructuredAdapter", "Usage", "VLLMLM",
-    "configure", "connect", "track_usage",
+    "Trace", "configure", "connect", "list_programs", "load", "program", "track_usage",
     # errors
     "ReasonflowError", "ConfigError", "EngineError", "ModelFetchError", "EngineStartError", "EngineNotRunning",
     "LMError", "LMTimeoutError", "LMRequestError", "ContextOverflowError", "TruncatedError", "ParseError",

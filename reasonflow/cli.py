@@ -95,6 +95,25 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_compile(args) -> int:
+    import json
+
+    from reasonflow.compile import compile_program
+
+    manifest = compile_program(args.program, dataset=args.dataset, optimizer=args.optimizer, train=args.train,
+                               dev=args.dev, out=args.out, data_dir=args.data_dir, base_url=args.base_url,
+                               model=args.model, seed=args.seed, grid=not args.no_grid,
+                               token_budget=args.token_budget)
+    print("grid (accuracy vs mean tokens per question on dev):")
+    for point in manifest["grid"]:
+        front = "*" if point["options"] in manifest["pareto"] else " "
+        print(f"  {front} {json.dumps(point['options']):<24} acc {point['accuracy']:.3f}  tokens {point['mean_tokens']:.0f}")
+    print(f"chosen: {json.dumps(manifest['options'])} ({manifest['choice_rule']})")
+    print(f"dev accuracy: before {manifest['dev_before']['accuracy']:.3f} -> after {manifest['dev_after']['accuracy']:.3f}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_trace(args) -> int:
     from reasonflow.trace import Trace
 
@@ -126,6 +145,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="program option (repeatable)")
     run.add_argument("--trace-out", default="trace-out", help="directory for trace.json/.graphml/.html")
     run.set_defaults(func=cmd_run)
+
+    comp = sub.add_parser("compile", help="optimize a program's prompts, demos and knobs on a train split")
+    comp.add_argument("program")
+    comp.add_argument("--dataset", default="gsm8k")
+    comp.add_argument("--data-dir")
+    comp.add_argument("--optimizer", default="bootstrap", choices=["bootstrap", "random_search", "mipro", "gepa"])
+    comp.add_argument("--train", type=int, default=16)
+    comp.add_argument("--dev", type=int, default=16)
+    comp.add_argument("--seed", type=int, default=0)
+    comp.add_argument("--base-url")
+    comp.add_argument("--model")
+    comp.add_argument("--no-grid", action="store_true", help="skip the search-knob grid")
+    comp.add_argument("--token-budget", type=float, help="max mean tokens per question for the chosen knobs")
+    comp.add_argument("--out", required=True, help="artifact path, e.g. programs/compiled/NAME.json")
+    comp.set_defaults(func=cmd_compile)
 
     trace = sub.add_parser("trace", help="summarise a trace file or render it to HTML")
     trace.add_argument("action", choices=["show", "html"])

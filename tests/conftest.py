@@ -55,6 +55,7 @@ class EngineHandle:
         self.home = home
         self.base_url = ""
         self.up_output = ""
+        self.external = False
 
     def up(self) -> subprocess.CompletedProcess:
         done = cli("engine", "up", home=self.home)
@@ -69,7 +70,15 @@ class EngineHandle:
 
 @pytest.fixture(scope="session")
 def engine(engine_home) -> EngineHandle:
+    """The session's engine. With REASONFLOW_TEST_BASE_URL set, tests use that running server instead
+    (for development next to a running engine; the lifecycle test then skips)."""
     handle = EngineHandle(engine_home)
+    external = os.environ.get("REASONFLOW_TEST_BASE_URL")
+    if external:
+        handle.base_url, handle.external = external, True
+        os.environ["REASONFLOW_BASE_URL"] = external
+        yield handle
+        return
     handle.up()
     os.environ["REASONFLOW_BASE_URL"] = handle.base_url  # for code under test that calls connect()
     yield handle

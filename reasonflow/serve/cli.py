@@ -1,0 +1,98 @@
+"""``reasonflow serve``: run the FastAPI app under uvicorn.
+
+    reasonflow serve gsm8k.cot gsm8k.sc@8 programs/compiled/gsm8k_cot.json \\
+        [--base-url URL] [--model NAME] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+    python -m reasonflow.serve.cli ...        # the same, without the top-level CLI
+
+``register_cli(subparsers)`` adds the subcommand to ``reasonflow.cli``. The API key may come from
+``REASONFLOW_SERVE_API_KEY`` instead of ``--api-key`` (so it stays out of the process list).
+``serve(...)`` is the function behind it, for use from Python. SIGTERM or Ctrl-C stops accepting
+connections and lets in-flight requests finish for up to ``--shutdown-grace`` seconds.
+
+Not guaranteed: TLS, or binding beyond loopback safely without ``--api-key``: a warning is printed
+when ``--host`` is not a loopback address and no key is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from dataclasses import replace
+
+from reasonflow.serve.config import DEFAULT_SERVE_HOST, DEFAULT_SERVE_PORT, ServeLimits
+
+API_KEY_ENV = "REASONFLOW_SERVE_API_KEY"
+
+
+def serve(programs: list[str], *, base_url: str | None = None, model: str | None = None,
+          host: str = DEFAULT_SERVE_HOST, port: int = DEFAULT_SERVE_PORT, api_key: str | None = None,
+          limits: ServeLimits = ServeLimits(), log_level: str = "info", lm=None) -> None:
+    """Build the app and run it until SIGTERM/SIGINT (blocking)."""
+    import uvicorn
+
+    from reasonflow.serve.app import create_app
+
+    if not api_key and not _loopback(host):
+        print(f"warning: serving on {host} without an API key; anyone who can reach it can use it", file=sys.stderr)
+    app = create_app(programs, lm=lm, base_url=base_url, model=model, api_key=api_key, limits=limits)
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
+                            timeout_graceful_shutdown=limits.shutdown_grace_s,
+                            limit_concurrency=None, timeout_keep_alive=5)
+    uvicorn.Server(config).run()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    limits = replace(ServeLimits(), max_concurrency=args.max_concurrency, trace_retention=args.trace_retention,
+                     shutdown_grace_s=args.shutdown_grace)
+    serve(args.programs, base_url=args.base_url, model=args.model, host=args.host, port=args.port,
+          api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, limits=limits, log_level=args.log_level)
+    return 0
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+    """Add ``serve`` to the ``reasonflow`` command's subparsers."""
+    defaults = ServeLimits()
+    p = subparsers.add_parser("serve", help="serve programs over HTTP (REST, OpenAI-compatible, SSE)")
+    p.add_argument("programs", nargs="+", metavar="ARTIFACT_OR_PROGRAM",
+                   help="registered name (gsm8k.sc@8, ...) or compiled .json; the first is the default")
+    p.add_argument("--base-url", help="OpenAI-compatible engine endpoint (default: the embedded engine)")
+    p.add_argument("--model", help="served model or LoRA adapter name at the engine (default: the first)")
+    p.add_argument("--host", default=DEFAULT_SERVE_HOST)
+    p.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT)
+    p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
+    p.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
+                   help="solving requests in flight before the server answers 503")
+    p.add_argument("--trace-retention", type=int, default=defaults.trace_retention, help="traces kept in memory")
+    p.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace_s,
+                   help="seconds in-flight requests get to finish after SIGTERM")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    p.set_defaults(func=cmd_serve)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from reasonflow.errors import ReasonflowError
+
+    parser = argparse.ArgumentParser(prog="reasonflow")
+    register_cli(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        return args.func(args)
+    except ReasonflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

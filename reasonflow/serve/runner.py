@@ -1,0 +1,177 @@
+"""Running one request's program: validate, build, run under ``dspy.context``, file the trace.
+
+``Solver.prepare(program, question, options)`` does every check that needs no LM (served program,
+question length, max_tokens, options the strategy takes, the factory accepting them) and raises
+``ApiError`` (422) on the first failure, so a bad request never reaches the engine. ``Solver.run``
+then runs the fresh program with ``await program.acall(question=...)`` inside
+``dspy.context(lm=..., adapter=StructuredAdapter(), disable_history=True, trace=[])``: the settings
+live in a contextvar of the request's own task, so concurrent requests never see each other's LM,
+options or trace listener, and DSPy keeps no per-call history that would grow with traffic.
+``until_disconnect`` runs a coroutine as a task and cancels it when the client goes away, which
+cancels the in-flight ``openai`` requests (the engine then stops generating for them).
+
+Not guaranteed: a cancelled search leaves no trace; synchronous code inside a program (a custom
+module's ``forward``) blocks the event loop and cannot be interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+import dspy
+from starlette.types import Receive
+
+from reasonflow.adapter import StructuredAdapter
+from reasonflow.errors import (
+    ConfigError, ContextOverflowError, LMError, LMRequestError, LMTimeoutError, ReasonflowError,
+)
+from reasonflow.search.base import trace_listener
+from reasonflow.serve.config import ServeLimits
+from reasonflow.serve.programs import ServedProgram
+from reasonflow.serve.schemas import SolveOptions
+from reasonflow.serve.store import TraceStore
+from reasonflow.trace import Trace
+from reasonflow.usage import track_usage
+
+log = logging.getLogger("reasonflow.serve")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status plus OpenAI-style ``type`` and ``code``."""
+
+    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
+                 param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.type, self.code, self.param = status, message, type_, code, param
+
+
+@dataclass
+class Prepared:
+    served: ServedProgram
+    program: dspy.Module
+    lm: dspy.LM
+    question: str
+
+
+class Solver:
+    def __init__(self, programs: dict[str, ServedProgram], lm: dspy.LM, store: TraceStore, limits: ServeLimits):
+        self.programs, self.lm, self.store, self.limits = programs, lm, store, limits
+        self.adapter = StructuredAdapter()
+        self.default = next(iter(programs))
+
+    def prepare(self, program: str | None, question: str, options: SolveOptions) -> Prepared:
+        """Everything checkable without the LM; ``ApiError(422)`` on the first problem."""
+        name = program or self.default
+        served = self.programs.get(name)
+        if served is None:
+            raise ApiError(422, f"unknown program {name!r}; this server serves {sorted(self.programs)}",
+                           code="unknown_program", param="program")
+        if not question.strip():
+            raise ApiError(422, "question is empty", code="invalid_question", param="question")
+        if len(question) > self.limits.max_question_chars:
+            raise ApiError(422, f"question is {len(question)} characters; the limit is {self.limits.max_question_chars}",
+                           code="invalid_question", param="question")
+        if options.max_tokens is not None and options.max_tokens > self.limits.max_tokens:
+            raise ApiError(422, f"max_tokens={options.max_tokens} is over this server's limit of {self.limits.max_tokens}",
+                           code="invalid_parameter", param="max_tokens")
+        if problems := served.problems(options):
+            raise ApiError(422, "; ".join(problems), code="invalid_option", param="options")
+        try:
+            built = served.build(options)
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise ApiError(422, f"bad options for {name!r}: {exc}", code="invalid_option", param="options") from exc
+        lm = self.lm.copy(max_tokens=options.max_tokens) if options.max_tokens is not None else self.lm
+        return Prepared(served, built, lm, question)
+
+    async def run(self, prepared: Prepared, listener: Callable[[dict], None] | None = None) -> dict[str, Any]:
+        """Run the program; return the response body (the trace is filed in the store)."""
+        token = trace_listener.set(listener)
+        try:
+            with dspy.context(lm=prepared.lm, adapter=self.adapter, disable_history=True, trace=[]):
+                with track_usage() as usage:
+                    pred = await prepared.program.acall(question=prepared.question)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise as_api_error(exc) from exc
+        finally:
+            trace_listener.reset(token)
+        trace = getattr(pred, "trace", None)
+        if not isinstance(trace, Trace):  # a plain DSPy module (e.g. some compiled artifacts): one node
+            trace = _single_node_trace(prepared, pred, usage.to_dict(), listener)
+        body = {
+            "program": prepared.served.id,
+            "answer": _plain(getattr(pred, "answer", None)),
+            "reasoning": _plain(getattr(pred, "reasoning", "") or ""),
+            "usage": getattr(pred, "usage", None) or usage.to_dict(),
+            "budget_exhausted": bool(getattr(pred, "budget_exhausted", False)),
+            "trace_id": self.store.put(trace),
+            "trace": trace.to_dict(),
+        }
+        if getattr(pred, "error", None):
+            body["error"] = str(pred.error)
+        return body
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value for an answer: numbers and strings as they are, anything else (or NaN) as text."""
+    if value is None or isinstance(value, (str, bool, int)):
+        return value
+    if isinstance(value, float) and math.isfinite(value):
+        return value
+    return str(value)
+
+
+def _single_node_trace(prepared: Prepared, pred, usage: dict, listener) -> Trace:
+    trace = Trace(program=prepared.served.id, strategy="module", question=prepared.question, listener=listener)
+    answer = _plain(getattr(pred, "answer", None))
+    node = trace.add_node(text=str(getattr(pred, "reasoning", "") or ""), status="answer",
+                          answer=None if answer is None else str(answer))
+    trace.finish(answer=answer, usage=usage, answer_node=node)
+    return trace
+
+
+def as_api_error(exc: BaseException) -> ApiError:
+    """The HTTP answer for an error raised while a program ran."""
+    name = type(exc).__name__
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, ContextOverflowError):
+        return ApiError(400, str(exc), code="context_length_exceeded")
+    if isinstance(exc, ConfigError):
+        return ApiError(422, str(exc), code="invalid_parameter")
+    if isinstance(exc, LMTimeoutError):
+        return ApiError(504, f"the model endpoint did not answer: {exc}", "upstream_error", "upstream_timeout")
+    if isinstance(exc, (LMRequestError, LMError)):
+        return ApiError(502, f"the model endpoint failed: {exc}", "upstream_error", name)
+    if isinstance(exc, ReasonflowError):
+        return ApiError(500, str(exc), "server_error", name)
+    log.exception("unexpected error while solving", exc_info=exc)
+    return ApiError(500, f"internal error ({name}); see the server log", "server_error", "internal_error")
+
+
+async def wait_disconnect(receive: Receive) -> None:
+    """Return when the client has disconnected (call only after the request body was read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def until_disconnect(receive: Receive, work: Awaitable[Any]) -> tuple[bool, Any]:
+    """Run ``work`` as a task; cancel it if the client disconnects first. ``(finished, result)``."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(wait_disconnect(receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            return True, task.result()
+        log.info("client disconnected; cancelling its search")
+        return False, None
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

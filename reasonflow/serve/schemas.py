@@ -1,0 +1,157 @@
+"""Request bodies of the HTTP API as pydantic models, and the per-strategy table of allowed options.
+
+``SolveRequest`` is the body of ``POST /v1/solve`` and ``/v1/solve/stream``; ``ChatRequest`` the body of
+``POST /v1/chat/completions`` (unknown OpenAI fields are ignored, as OpenAI-compatible servers do).
+Every number is bounded and every choice is a ``Literal``, so a bad ``k``, ``n`` or ``max_tokens`` is a
+422 before any LM call. ``check_options`` adds what a model alone cannot know: which options the
+program's strategy takes (a ToT ``breadth`` sent to a CoT program is a 422, not silently ignored).
+
+Not guaranteed: a valid request can still fail later (engine down: 504; a prompt over the model's
+context: 422 from the engine's answer), and bounds here do not bound a request's total cost beyond
+what ``budget`` allows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from reasonflow.registry import SIZE_OPTION
+from reasonflow.serve.config import (
+    DEFAULT_SERVE_MAX_BREADTH, DEFAULT_SERVE_MAX_CHOICES, DEFAULT_SERVE_MAX_DEADLINE_S, DEFAULT_SERVE_MAX_DEPTH,
+    DEFAULT_SERVE_MAX_LM_CALLS, DEFAULT_SERVE_MAX_MESSAGES, DEFAULT_SERVE_MAX_NODES, DEFAULT_SERVE_MAX_QUESTION_CHARS,
+    DEFAULT_SERVE_MAX_SAMPLES, DEFAULT_SERVE_MAX_TOKENS,
+)
+
+Samples = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_SAMPLES)
+Temperature = Field(default=None, ge=0.0, le=2.0)
+MaxTokens = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_TOKENS)
+
+# Options each strategy's factory takes (besides the COMMON ones every program takes).
+STRATEGY_OPTIONS: dict[str, frozenset[str]] = {
+    "cot": frozenset({"temperature"}),
+    "sc": frozenset({"k", "temperature"}),
+    "bon": frozenset({"n", "temperature"}),
+    "tot": frozenset({"breadth", "depth", "proposals", "evaluator", "selection", "mode", "value_samples",
+                      "temperature", "seed"}),
+    "dfs": frozenset({"threshold", "depth", "proposals", "evaluator", "value_samples", "temperature"}),
+    "mcts": frozenset({"iterations", "proposals", "c", "depth", "evaluator", "value_samples", "temperature"}),
+}
+COMMON_OPTIONS = frozenset({"budget", "max_tokens"})  # max_tokens goes to the LM, not the program
+# Option name -> attribute name, for compiled programs (options are set on a copy of the loaded module).
+OPTION_ATTRS = {"depth": "max_depth"}
+
+
+class BudgetOptions(BaseModel):
+    """Bounds on one search (``reasonflow.config.Budget``); unset fields keep the library defaults."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    max_nodes: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_NODES)
+    max_depth: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_DEPTH)
+    max_lm_calls: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_LM_CALLS)
+    deadline_s: Optional[float] = Field(default=None, gt=0.0, le=DEFAULT_SERVE_MAX_DEADLINE_S)
+
+
+class SolveOptions(BaseModel):
+    """Per-request program options. Which ones a program takes depends on its strategy."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    k: Optional[int] = Samples
+    n: Optional[int] = Samples
+    proposals: Optional[int] = Samples
+    value_samples: Optional[int] = Samples
+    breadth: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_BREADTH)
+    iterations: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_BREADTH)
+    depth: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_DEPTH)
+    temperature: Optional[float] = Temperature
+    evaluator: Optional[Literal["value", "vote"]] = None
+    selection: Optional[Literal["greedy", "sample"]] = None
+    mode: Optional[Literal["bfs", "beam"]] = None
+    seed: Optional[int] = Field(default=None, ge=0, le=2**31 - 1)
+    c: Optional[float] = Field(default=None, ge=0.0, le=100.0)
+    threshold: Optional[float] = Field(default=None, ge=0.0, le=1.0)
+    max_tokens: Optional[int] = MaxTokens
+    budget: Optional[BudgetOptions] = None
+
+    def given(self) -> dict[str, Any]:
+        """The options the client set, as plain values (``budget`` as a dict of its set fields)."""
+        return self.model_dump(exclude_none=True)
+
+
+class SolveRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    program: Optional[str] = Field(default=None, max_length=500, description="a served program; default: the first")
+    question: str = Field(min_length=1, max_length=DEFAULT_SERVE_MAX_QUESTION_CHARS)
+    options: SolveOptions = Field(default_factory=SolveOptions)
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: str = Field(max_length=64)
+    content: Optional[str | list[dict[str, Any]]] = None
+
+    def text(self) -> str:
+        if isinstance(self.content, list):
+            return "\n".join(str(p.get("text", "")) for p in self.content if p.get("type") == "text")
+        return self.content or ""
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatRequest(BaseModel):
+    """OpenAI's chat request. ``temperature`` and ``max_tokens`` map onto program options;
+    ``options`` (send it with the openai client's ``extra_body``) sets any other program option."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(max_length=500)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=DEFAULT_SERVE_MAX_MESSAGES)
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    n: int = Field(default=1, ge=1, le=DEFAULT_SERVE_MAX_CHOICES)
+    temperature: Optional[float] = Temperature
+    max_tokens: Optional[int] = MaxTokens
+    max_completion_tokens: Optional[int] = MaxTokens
+    options: SolveOptions = Field(default_factory=SolveOptions)
+
+    def question(self) -> str | None:
+        """The text of the last user message (None when there is none)."""
+        for message in reversed(self.messages):
+            if message.role == "user":
+                return message.text()
+        return None
+
+    def solve_options(self) -> SolveOptions:
+        """``options`` with the OpenAI sampling fields folded in (explicit ``options`` win)."""
+        given = self.options.given()
+        max_tokens = self.max_completion_tokens or self.max_tokens
+        if self.temperature is not None:
+            given.setdefault("temperature", self.temperature)
+        if max_tokens is not None:
+            given.setdefault("max_tokens", max_tokens)
+        return SolveOptions.model_validate(given)
+
+
+def allowed_options(strategy: str | None) -> frozenset[str]:
+    """The option names a program with this strategy takes."""
+    if strategy in STRATEGY_OPTIONS:
+        return STRATEGY_OPTIONS[strategy] | COMMON_OPTIONS
+    size = SIZE_OPTION.get(strategy or "")
+    return COMMON_OPTIONS | {"temperature"} | ({size} if size else set())
+
+
+def check_options(program: str, strategy: str | None, options: SolveOptions) -> list[str]:
+    """Problems with ``options`` for this program, as messages (empty when it is fine)."""
+    allowed = allowed_options(strategy)
+    extra = sorted(set(options.given()) - allowed)
+    if extra:
+        return [f"program {program!r} (strategy {strategy!r}) does not take option(s) {extra}; "
+                f"it takes {sorted(allowed)}"]
+    return []

@@ -1,0 +1,114 @@
+"""ProgramOfThought(k): the LM writes k short Python programs (ONE ``n=k`` request), the sandbox runs them.
+
+    propose: k programs at temperature T (k=1: one program at the model's default temperature),
+             each storing its result in a variable named ``answer``
+    execute: every program in ``reasonflow.sandbox`` concurrently (timeout, memory and CPU bounds)
+    vote:    majority over the *executed* answers by the task's equivalence; failed runs are left
+             out and counted (tie-break: the cluster whose first member came first, as in SC)
+
+With k > 1 this is PoT composed with self-consistency (``gsm8k.pot@8``). Returns ``answer``,
+``reasoning`` (the winning program), ``votes`` ([answer, count] in first-appearance order),
+``samples`` (each program's executed answer, None where it failed), ``errors`` (each program's
+sandbox error, None where it ran), ``failed`` (how many failed) and ``programs``. The trace is the
+question with one node per program: its code, answer, and status ``terminal`` (ran), ``pruned``
+(failed, with ``reason``) or ``selected``/``answer`` (in the winning cluster).
+
+Not guaranteed: the sandbox's own limits (see ``reasonflow.sandbox``: not a true security sandbox);
+an answer is only as good as the program that computed it; with every program failing the answer
+is None and ``error`` says why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+import dspy
+
+from reasonflow.config import DEFAULT_MAX_N, Budget
+from reasonflow.errors import ConfigError, SandboxError
+from reasonflow.sandbox import (
+    DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code,
+)
+from reasonflow.search import SearchRun, SearchStrategy, Task, predict, tally
+from reasonflow.strategies.cot import _text
+from reasonflow.strategies.sc import _valid
+
+DEFAULT_PROGRAM_MAX_CHARS = 800  # bound on the generated code, so the JSON closes
+MAX_ERROR_CHARS = 300  # per program, in the trace and in ``errors``
+
+
+class WriteProgram(dspy.Signature):
+    """Write a short Python program that computes the answer and stores it in a variable named answer.
+    Use plain arithmetic and, only if needed, the modules math, fractions, decimal, statistics,
+    itertools, functools, collections and re. Do not read input, files or the network, and do not print."""
+
+    question: str = dspy.InputField()
+    code: str = dspy.OutputField(desc="Python code that ends by assigning the result to `answer`",
+                                 max_chars=DEFAULT_PROGRAM_MAX_CHARS)
+
+
+_FENCE = re.compile(r"^\s*```[\w+-]*[ \t]*\n(.*?)\n?```\s*$", re.S)
+
+
+def strip_fences(code: str) -> str:
+    """The program inside a Markdown code fence (```python ... ```), or the text as is."""
+    match = _FENCE.match(code)
+    return match.group(1) if match else code
+
+
+class ProgramOfThought(SearchStrategy):
+    name = "pot"
+
+    def __init__(self, task: Task, k: int = 1, *, temperature: float = 0.7,
+                 signature: type[dspy.Signature] = WriteProgram, timeout_s: float = DEFAULT_SANDBOX_TIMEOUT_S,
+                 cpu_s: int = DEFAULT_SANDBOX_CPU_S, memory_mb: int = DEFAULT_SANDBOX_MEMORY_MB,
+                 budget: Budget = Budget(), program: str | None = None):
+        super().__init__(task, budget=budget, program=program)
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= DEFAULT_MAX_N:
+            raise ConfigError(f"k must be an int in 1..{DEFAULT_MAX_N} (DEFAULT_MAX_N), got {k!r}")
+        if "code" not in signature.output_fields or "question" not in signature.input_fields:
+            raise ConfigError(f"signature {signature.__name__} needs a `question` input and a `code` output")
+        self.k, self.temperature = k, temperature
+        self.limits = {"timeout_s": timeout_s, "cpu_s": cpu_s, "memory_mb": memory_mb}
+        self.write = dspy.Predict(signature)
+
+    def settings(self) -> dict:
+        return {**super().settings(), "k": self.k, "temperature": self.temperature, **self.limits}
+
+    async def search(self, run: SearchRun) -> None:
+        root = run.trace.add_node(text=run.question, status="expanded")
+        temperature = self.temperature if self.k > 1 else None
+        call = await predict(self.write, n=self.k, temperature=temperature, question=run.question)
+        run.trace.update(root, **call.node_attrs())  # one request wrote every program: its usage sits on the root
+        if call.error:
+            run.trace.update(root, status="pruned", text=f"{run.question}\n\n{call.error}")
+            run.extra.update(error=call.error, votes=[], samples=[], errors=[], failed=0, programs=[])
+            return
+        programs = [strip_fences(str(c.code or "")) for c in call.completions]
+        outcomes = await asyncio.gather(*(self.execute(p) for p in programs))
+        answers, errors = [a for a, _ in outcomes], [e for _, e in outcomes]
+        nodes = [run.trace.add_node(text=p, parent=root, status="pruned" if e else "terminal", action=f"program {i}",
+                                    answer=_text(a), **({"reason": e} if e else {}))
+                 for i, (p, a, e) in enumerate(zip(programs, answers, errors))]
+        result = tally(self.task, answers)
+        run.extra.update(votes=[[a, n] for a, n in result.counts], samples=answers, errors=errors,
+                         failed=sum(e is not None for e in errors), programs=programs)
+        if result.answer is None:
+            run.extra["error"] = f"no program produced an answer ({run.extra['failed']} of {len(programs)} failed)"
+            return
+        winners = [i for i, a in enumerate(answers) if _valid(a) and self.task.equivalent(a, result.answer)]
+        for i in winners:
+            run.trace.update(nodes[i], status="selected", score=result.share)
+        run.offer(result.answer, result.share, nodes[winners[0]], programs[winners[0]])
+
+    async def execute(self, code: str) -> tuple[object, str | None]:
+        """Run one program: (its answer, None), or (None, the sandbox error) when it failed."""
+        if not code.strip():
+            return None, "SandboxNoAnswer: the model wrote no code"
+        try:
+            result = await arun_code(code, **self.limits)
+        except SandboxError as exc:
+            reason = getattr(exc, "reason", None) or str(exc)
+            return None, f"{type(exc).__name__}: {reason}"[:MAX_ERROR_CHARS]
+        return result.answer, None
