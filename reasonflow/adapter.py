@@ -4,14 +4,15 @@ vLLM enforces ``response_format={"type": "json_schema", ...}`` with guided decod
 model always emits the signature's output fields. DSPy's JSONAdapter only sends a schema to models
 LiteLLM knows support one, which excludes ``openai/<local model>``; this adapter sends it always.
 Free-text fields get a ``maxLength`` (``max_chars=`` on the OutputField, else
-``DEFAULT_REASONING_MAX_CHARS``) so that a rambling model still closes the JSON before max_tokens.
+``DEFAULT_REASONING_MAX_CHARS``), numbers become short numeric strings, and when the request's
+max_tokens is below what the bounded JSON may take in the worst case (one token per character), it
+is raised to that, so a rambling model still closes the JSON: truncation cannot happen.
 
 With ``n > 1`` a choice whose fields do not parse is dropped and counted in the call's usage; only
 when no choice parses does the call raise ``ParseError`` (with the raw text).
 
-Not guaranteed: the schema bounds characters, not tokens, so max_tokens must leave room for the
-bound (about 4 characters per token for English); fields of type ``dict`` cannot be constrained
-and go out as ``json_object``.
+Not guaranteed: fields of type ``dict``, nested objects and arrays without ``maxItems`` cannot be
+bounded (``dict`` goes out as ``json_object``), so those requests keep the caller's max_tokens.
 """
 
 from __future__ import annotations
@@ -27,20 +28,52 @@ from reasonflow.errors import ParseError
 from reasonflow.usage import record_parse_failures
 
 
+# JSON numbers have no length bound in a grammar, and a small model can emit 1.6666666... until
+# max_tokens. Numbers are therefore asked for as short numeric strings (DSPy parses them back).
+NUMBER_PATTERN = r"^-?[0-9]{1,15}(\.[0-9]{1,8})?$"
+INTEGER_PATTERN = r"^-?[0-9]{1,15}$"
+NUMBER_MAX_CHARS = 25  # what the patterns allow: sign, 15 digits, point, 8 digits
+JSON_OVERHEAD_TOKENS = 8  # braces, quotes, key names: per field, on top of the field's own bound
+
+
 def bounded_schema(signature: type[dspy.Signature]) -> dict:
-    """The JSON schema of the signature's output fields, with every string bounded."""
+    """The JSON schema of the signature's output fields, with every string and number bounded."""
     schema = _get_structured_outputs_response_format(signature).model_json_schema()
     for name, prop in schema.get("properties", {}).items():
         extra = signature.output_fields[name].json_schema_extra or {}
-        _bound_strings(prop, extra.get("max_chars", DEFAULT_REASONING_MAX_CHARS))
+        _bound(prop, extra.get("max_chars", DEFAULT_REASONING_MAX_CHARS))
     return schema
 
 
-def _bound_strings(prop: dict, max_chars: int) -> None:
-    if prop.get("type") == "string" and "maxLength" not in prop and "enum" not in prop:
+def _bound(prop: dict, max_chars: int) -> None:
+    kind = prop.get("type")
+    if kind in ("number", "integer"):
+        prop.clear()
+        # (xgrammar refuses maxLength next to pattern; the pattern itself bounds the length)
+        prop.update(type="string", pattern=NUMBER_PATTERN if kind == "number" else INTEGER_PATTERN)
+    elif kind == "string" and "maxLength" not in prop and "enum" not in prop:
         prop["maxLength"] = max_chars
     for sub in prop.get("anyOf", []) + ([prop["items"]] if isinstance(prop.get("items"), dict) else []):
-        _bound_strings(sub, max_chars)
+        _bound(sub, max_chars)
+
+
+def worst_case_tokens(schema: dict) -> int | None:
+    """Tokens that always suffice to close the JSON (one token per character at worst), or None when
+    some field is unbounded (an array without maxItems, a nested object)."""
+    total = JSON_OVERHEAD_TOKENS
+    for prop in schema.get("properties", {}).values():
+        if "enum" in prop:
+            size = max(len(str(v)) for v in prop["enum"])
+        elif prop.get("type") == "boolean":
+            size = 5
+        elif "maxLength" in prop:
+            size = prop["maxLength"]
+        elif prop.get("pattern") in (NUMBER_PATTERN, INTEGER_PATTERN):
+            size = NUMBER_MAX_CHARS
+        else:
+            return None
+        total += size + JSON_OVERHEAD_TOKENS
+    return total
 
 
 def response_format(signature: type[dspy.Signature]) -> dict:
@@ -54,7 +87,13 @@ class StructuredAdapter(dspy.JSONAdapter):
     """JSONAdapter that always attaches a bounded ``json_schema`` response format."""
 
     def _prepare_response_format(self, lm, lm_kwargs: dict, signature) -> None:
-        lm_kwargs.setdefault("response_format", response_format(signature))
+        if "response_format" in lm_kwargs:
+            return
+        fmt = lm_kwargs["response_format"] = response_format(signature)
+        needed = worst_case_tokens(fmt["json_schema"]["schema"]) if fmt["type"] == "json_schema" else None
+        current = lm_kwargs.get("max_tokens") or lm.kwargs.get("max_tokens")
+        if needed and current and current < needed:
+            lm_kwargs["max_tokens"] = needed  # so the bounded JSON can always close
 
     def _call_postprocess(self, processed_signature, original_signature, outputs: list, lm, lm_kwargs) -> list[dict]:
         values, errors = [], []

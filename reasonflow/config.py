@@ -31,7 +31,7 @@ DEFAULT_MAX_RETRIES = 3  # for 408/409/429/5xx and connection errors; 400/401 ar
 DEFAULT_RETRY_DEADLINE_S = 600.0  # total wall time of one call, across its retries
 DEFAULT_MAX_TOKENS = 384
 DEFAULT_MAX_N = 64  # completions per request
-DEFAULT_REASONING_MAX_CHARS = 480  # bound on free-text output fields, so the JSON always closes
+DEFAULT_REASONING_MAX_CHARS = 400  # bound on free-text output fields, so the JSON always closes
 DEFAULT_HISTORY_LIMIT = 200  # LM call records kept per LM object
 
 # --- search -----------------------------------------------------------------------------------

@@ -8,12 +8,13 @@ space (``memory_mb``), file size, open files, processes, no core dumps. The pare
 process group at the wall-clock deadline (``timeout_s``). Only ``ALLOWED_MODULES`` can be imported,
 ``open``/``input``/``exec``/``eval``/``compile``/``breakpoint`` are gone from the builtins, and an
 audit hook (``sys.addaudithook``) refuses file opens, ``os.*`` calls, processes, sockets and new
-imports, however the program reaches them. Printed output is captured up to MAX_OUTPUT_BYTES. When
-running as root where ``unshare --net`` works, the child also gets an empty network namespace.
+imports, however the program reaches them. Printed output is captured up to MAX_OUTPUT_BYTES. With
+``ISOLATE_NETWORK = True``, running as root where ``unshare --net`` works, the child also gets an
+empty network namespace.
 Every failure is a typed ``SandboxError`` subclass carrying the child's stderr tail:
 ``SandboxTimeout``, ``SandboxMemoryError``, ``SandboxForbidden``, ``SandboxCodeError``,
-``SandboxNoAnswer`` and ``SandboxCrashError``. ``arun_code`` is the same for async callers; at most
-MAX_CONCURRENT_SANDBOXES programs run at once per process.
+``SandboxNoAnswer`` and ``SandboxCrashError``; bad limits are a ``ConfigError``. ``arun_code`` is the
+same for async callers. At most MAX_CONCURRENT_SANDBOXES programs run at once per process.
 
 How to run: ``from reasonflow.sandbox import run_code; run_code(code, timeout_s=2)``.
 
@@ -23,8 +24,9 @@ Python introspection (``().__class__.__base__.__subclasses__()``, a module's ``s
 reaches every module already loaded. Calls that raise no audit event stay possible (``os.stat`` of a
 path, ``os.write`` to an inherited descriptor, ``os.environ``, which is empty), and a memory-corruption
 bug in CPython or a C extension escapes all of it. There is no file-system isolation beyond the
-refused ``open`` events (no chroot, no seccomp), the network namespace is used only when available,
-and RLIMIT_NPROC does not bind root. Run untrusted code in a container or VM as well; use this to keep
+refused ``open`` events (no chroot, no seccomp), the network namespace is opt-in (ISOLATE_NETWORK),
+RLIMIT_NPROC does not bind root, and a child stuck in the kernel after SIGKILL is reaped late (the
+error is raised on time regardless). Run untrusted code in a container or VM as well; use this to keep
 a language model's honest mistakes (loops, huge allocations, stray I/O) from harming the host.
 """
 
@@ -57,6 +59,9 @@ MAX_ANSWER_CHARS = 10_000  # the answer's JSON text
 MAX_STDERR_TAIL_CHARS = 2_000  # how much of the child's stderr an error quotes
 MAX_OPEN_FILES = 32  # RLIMIT_NOFILE of the child
 MAX_CONCURRENT_SANDBOXES = max(2, os.cpu_count() or 2)  # per parent process; more calls wait their turn
+# Opt in to an empty network namespace (root only, where `unshare --net` works). Off by default: creating
+# a namespace can stall in the kernel, where even SIGKILL waits, which would break the deadline.
+ISOLATE_NETWORK = False
 
 ALLOWED_MODULES = ("math", "cmath", "fractions", "decimal", "numbers", "statistics", "itertools", "functools",
                    "collections", "operator", "heapq", "bisect", "re", "string", "datetime")
@@ -126,7 +131,7 @@ def run_code(code: str, *, timeout_s: float = DEFAULT_SANDBOX_TIMEOUT_S, cpu_s: 
     objects as their ``repr``. Raises a ``SandboxError`` subclass on any failure; never hangs past
     ``timeout_s`` (plus process start-up and the wait for a free slot).
     """
-    _check_limits(timeout_s, cpu_s, memory_mb)
+    check_limits(timeout_s, cpu_s, memory_mb)
     if not isinstance(code, str):
         raise ConfigError(f"code must be a string, got {type(code).__name__}")
     if len(code) > MAX_CODE_CHARS:
@@ -166,7 +171,8 @@ async def arun_code(code: str, **limits) -> SandboxResult:
     return await asyncio.to_thread(run_code, code, **limits)
 
 
-def _check_limits(timeout_s: float, cpu_s: int, memory_mb: int) -> None:
+def check_limits(timeout_s: float, cpu_s: int, memory_mb: int) -> None:
+    """Raise ``ConfigError`` unless the limits are usable (callers check them before any work)."""
     if not isinstance(timeout_s, (int, float)) or not 0 < timeout_s <= 600:
         raise ConfigError(f"timeout_s must be a number of seconds in (0, 600], got {timeout_s!r}")
     if isinstance(cpu_s, bool) or not isinstance(cpu_s, int) or not 1 <= cpu_s <= 600:
@@ -178,8 +184,12 @@ def _check_limits(timeout_s: float, cpu_s: int, memory_mb: int) -> None:
 
 def _spawn_and_wait(argv: list[str], cwd: Path, out, err, timeout_s: float) -> tuple[int | None, bool]:
     """Start the child in its own session; kill its process group at the deadline (or on any error)."""
-    proc = subprocess.Popen(argv, cwd=cwd, env=CHILD_ENV, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                            close_fds=True, start_new_session=True)
+    try:
+        proc = subprocess.Popen(argv, cwd=cwd, env=CHILD_ENV, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                                close_fds=True, start_new_session=True)
+    except OSError as exc:
+        raise SandboxCrashError(f"could not start the sandbox process ({exc}); check the process limits of "
+                                "this machine") from exc
     try:
         return proc.wait(timeout=timeout_s), False
     except subprocess.TimeoutExpired:
@@ -190,7 +200,10 @@ def _spawn_and_wait(argv: list[str], cwd: Path, out, err, timeout_s: float) -> t
                 os.killpg(proc.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            proc.wait(timeout=_KILL_WAIT_S)
+            try:
+                proc.wait(timeout=_KILL_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass  # killed but stuck in the kernel: subprocess reaps it later; the caller gets its error now
 
 
 def _read(handle, limit: int) -> str:
@@ -221,8 +234,12 @@ def _crash(returncode: int | None, cpu_s: int, timeout_s: float, tail: str) -> _
                              f"written past the {_FILE_LIMIT_BYTES}-byte output limit)", tail)
 
 
-@functools.lru_cache(maxsize=1)
 def _network_prefix() -> tuple[str, ...]:
+    return _unshare_net() if ISOLATE_NETWORK else ()
+
+
+@functools.lru_cache(maxsize=1)
+def _unshare_net() -> tuple[str, ...]:
     """``unshare --net --`` when running as root and it works here (checked once), else nothing."""
     tool = shutil.which("unshare")
     if not tool or not hasattr(os, "geteuid") or os.geteuid() != 0:

@@ -45,6 +45,6 @@ def test_tot_frontier_requests_arrive_concurrently():
     values = [t for k, t in arrivals if k == "verdict"]
     assert len(values) == 4 + breadth * 4
     assert max(values[4:]) - min(values[4:]) < DELAY / 2
-    # serial execution would have taken at least one DELAY per request
+    # serial execution would have taken at least one DELAY per request; five rounds take ~5 DELAYs
     total = max(srv.arrivals) - min(srv.arrivals)
-    assert total < DELAY * 5
+    assert total < len(srv.arrivals) * DELAY / 3

@@ -74,6 +74,7 @@ def _num(value, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+LOG_X_SPREAD = 20  # plot tokens on a log axis when the largest is this many times the smallest
 COLUMNS = ["program", "dataset", "n", "accuracy [95% CI]", "maj@k", "pass@k", "errors", "tokens/q",
            "LM calls", "wall s", "tok/s", "util", "cache hit"]
 
@@ -105,6 +106,9 @@ def plot(results: list[dict], dataset: str, path: Path) -> Path:
         x, y, (lo, hi) = r["tokens_per_question"], r["accuracy"], r["ci95"]
         ax.errorbar([x], [y], yerr=[[y - lo], [hi - y]], fmt="o", capsize=4, label=r["program"])
         ax.annotate(r["program"], (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    xs = [r["tokens_per_question"] for r in results if r["questions"] and r["tokens_per_question"]]
+    if xs and max(xs) > LOG_X_SPREAD * min(xs):  # ToT next to CoT: orders of magnitude apart
+        ax.set_xscale("log")
     ax.set_xlabel("tokens per question (prompt + completion)")
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)

@@ -26,6 +26,7 @@ import dspy
 from reasonflow.adapter import StructuredAdapter
 from reasonflow.checking import check
 from reasonflow.errors import ConfigError
+from reasonflow.trace import Trace
 from reasonflow.usage import track_usage
 
 log = logging.getLogger(__name__)
@@ -180,6 +181,8 @@ def finish(name: str, program, index: int, example, outcome: Outcome, out: Path,
         samples = list(getattr(pred, "samples", None) or [])
         row.update(k=k, samples=_plain(samples), samples_correct=sum(_correct(kind, s, gold) for s in samples))
     trace = getattr(pred, "trace", None)
+    if not hasattr(trace, "save"):  # the program raised or returned no trace: record what happened
+        trace = _failure_trace(name, example.question, row["error_message"] or error or "no trace", outcome.usage)
     if hasattr(trace, "save"):
         rel = Path("traces") / slug(name) / f"{slug(example.id)}.json"
         trace.save(out / rel)
@@ -187,3 +190,12 @@ def finish(name: str, program, index: int, example, outcome: Outcome, out: Path,
             trace.to_html((out / rel).with_suffix(".html"))
         row["trace"] = rel.as_posix()
     return row
+
+
+def _failure_trace(name: str, question: str, message: str, usage: dict) -> Trace:
+    """A two-node trace (question -> pruned error) for a question whose program left none."""
+    trace = Trace(program=name, strategy="failed", question=question)
+    root = trace.add_node(text=question, status="expanded")
+    trace.add_node(text=message, parent=root, status="pruned", action="error")
+    trace.finish(answer=None, usage=usage)
+    return trace

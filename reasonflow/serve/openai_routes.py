@@ -62,7 +62,11 @@ def _usage(results: list[dict]) -> dict:
 
 
 def _content(result: dict) -> str:
-    return "" if result["answer"] is None else str(result["answer"])
+    """The answer as message text (a whole-number float as an integer: 18.0 -> "18")."""
+    answer = result["answer"]
+    if isinstance(answer, float) and answer.is_integer() and abs(answer) < 1e15:
+        return str(int(answer))
+    return "" if answer is None else str(answer)
 
 
 @router.post("/v1/chat/completions")

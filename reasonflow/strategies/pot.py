@@ -28,7 +28,7 @@ import dspy
 from reasonflow.config import DEFAULT_MAX_N, Budget
 from reasonflow.errors import ConfigError, SandboxError
 from reasonflow.sandbox import (
-    DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code,
+    DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code, check_limits,
 )
 from reasonflow.search import SearchRun, SearchStrategy, Task, predict, tally
 from reasonflow.strategies.cot import _text
@@ -69,6 +69,7 @@ class ProgramOfThought(SearchStrategy):
             raise ConfigError(f"k must be an int in 1..{DEFAULT_MAX_N} (DEFAULT_MAX_N), got {k!r}")
         if "code" not in signature.output_fields or "question" not in signature.input_fields:
             raise ConfigError(f"signature {signature.__name__} needs a `question` input and a `code` output")
+        check_limits(timeout_s, cpu_s, memory_mb)
         self.k, self.temperature = k, temperature
         self.limits = {"timeout_s": timeout_s, "cpu_s": cpu_s, "memory_mb": memory_mb}
         self.write = dspy.Predict(signature)

@@ -1,0 +1,110 @@
+"""Concurrent requests never share settings (ARCHITECTURE §5 case 7), and many requests leave memory
+flat with trace retention capped (case 8). Real HTTP, scripted LM."""
+
+from __future__ import annotations
+
+import gc
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import dspy
+import httpx
+import pytest
+
+from reasonflow.serve import ServeLimits, create_app
+from reasonflow.serve.testing import serving
+from reasonflow.testing import ScriptedLM
+
+PROGRAMS = ["gsm8k.cot", "gsm8k.sc@4", "math.cot"]
+
+
+def script(call):
+    """The answer is the number in the question; the reasoning says what this LM call saw."""
+    number = int(re.search(r"#(\d+)", call.inputs["question"]).group(1))
+    seen = f"q={number} T={call.kwargs.get('temperature')} n={call.n} max_tokens={call.kwargs.get('max_tokens')}"
+    if "boxed" in call.system:
+        return {"reasoning": seen, "answer": f"\\boxed{{{number}}}"}
+    return {"reasoning": seen, "answer": number}
+
+
+def request(i: int) -> tuple[str, dict, dict]:
+    """Request i: its program, options, and what every one of its LM calls must see."""
+    program = PROGRAMS[i % 3]
+    options, expect = {}, {"T": 0.0, "n": 1, "max_tokens": None}
+    if i % 2 == 0:
+        options["temperature"] = expect["T"] = round(0.1 + 0.05 * i, 2)
+    if program == "gsm8k.sc@4":
+        expect["T"] = options.get("temperature", 0.7)
+        options["k"] = expect["n"] = 2 + i % 5
+    if i % 4 != 3:
+        options["max_tokens"] = expect["max_tokens"] = 1000 + i  # above the adapter's JSON floor
+    return program, options, expect
+
+
+def test_16_concurrent_solves_with_mixed_programs_and_options_do_not_cross_talk():
+    lm = ScriptedLM(script, delay_s=0.5)
+    with serving(create_app(PROGRAMS, lm=lm)) as url:
+        def solve(i):
+            program, options, _ = request(i)
+            return httpx.post(f"{url}/v1/solve", timeout=60,
+                              json={"program": program, "question": f"Question #{i}?", "options": options})
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(solve, range(16)))
+        elapsed = time.perf_counter() - started
+    assert elapsed < 16 * 0.5 / 2, f"requests did not overlap ({elapsed:.1f}s)"
+    starts = sorted(c.started for c in lm.calls)
+    assert starts[-1] - starts[0] < 0.5  # all 16 LM calls were in flight together
+    for i, r in enumerate(responses):
+        assert r.status_code == 200, r.text
+        body = r.json()
+        program, options, expect = request(i)
+        assert body["program"] == program
+        assert body["reasoning"] == f"q={i} T={expect['T']} n={expect['n']} max_tokens={expect['max_tokens']}"
+        assert body["answer"] in (i, f"\\boxed{{{i}}}")
+        graph = body["trace"]["graph"]
+        assert graph["program"] == program and graph["question"] == f"Question #{i}?"
+        assert graph["config"].get("k") == options.get("k", graph["config"].get("k"))
+    # the LM's own defaults were never changed by a request
+    assert lm.kwargs.get("max_tokens") is None and lm.kwargs["temperature"] == 0.0
+    assert dspy.settings.lm is None
+
+
+def rss_bytes() -> int:
+    status = Path("/proc/self/status")
+    if not status.exists():
+        pytest.skip("needs /proc (Linux) to read RSS")
+    kb = next(int(line.split()[1]) for line in status.read_text().splitlines() if line.startswith("VmRSS:"))
+    return kb * 1024
+
+
+def test_rss_stays_flat_over_2000_requests_and_trace_retention_is_capped():
+    lm = ScriptedLM(script)
+    app = create_app(["gsm8k.cot", "gsm8k.sc@4"], lm=lm, limits=ServeLimits(trace_retention=64))
+    store = app.state.reasonflow.store
+
+    def burst(client, count, offset):
+        for i in range(offset, offset + count):
+            program = "gsm8k.sc@4" if i % 2 else "gsm8k.cot"
+            r = client.post("/v1/solve", json={"program": program, "question": f"Question #{i}? " + "x" * 500,
+                                               "options": {"max_tokens": 600 + i % 50}})
+            assert r.status_code == 200
+            if i % 100 == 0:
+                lm.calls.clear()  # the test double's own call log, not the server's memory
+
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
+        burst(client, 300, 0)  # warm-up: caches, pools and the full trace store
+        gc.collect()
+        before = rss_bytes()
+        burst(client, 2000, 300)
+        gc.collect()
+        after = rss_bytes()
+        assert len(store) == 64
+        assert httpx.get(f"{url}/healthz").json()["in_flight"] == 0
+    growth_mb = (after - before) / 2**20
+    print(f"RSS {before / 2**20:.1f} -> {after / 2**20:.1f} MiB over 2000 requests")
+    assert growth_mb < 8, f"RSS grew {growth_mb:.1f} MiB over 2000 requests"
+    assert len(dspy.settings.trace) == 0 and lm.history == []  # DSPy kept no per-call history
