@@ -117,7 +117,13 @@ async def _run_program(name, program, todo, lm, store, out, concurrency, html_tr
     async def one(index, example):
         async with gate:
             outcome = await ask(program, example.question, lm, timeout_s)
-        row = await asyncio.to_thread(finish, name, program, index, example, outcome, out, html_traces)
+        finishing = asyncio.ensure_future(
+            asyncio.to_thread(finish, name, program, index, example, outcome, out, html_traces))
+        try:
+            row = await asyncio.shield(finishing)
+        except asyncio.CancelledError:  # Ctrl-C: this answer is paid for, so keep its row, then stop
+            store.append(await finishing)
+            raise
         store.append(row)
         done["questions"] += 1
         done["correct"] += row["correct"]
