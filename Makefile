@@ -1,5 +1,6 @@
 # reasonflow: setup, main job and tests. Every target installs what it needs on a fresh machine.
-#   make bench   the main job: a small math bench on the embedded CPU engine, printing a results table
+#   make bench   the main job: GSM8K (20) with cot and sc@4, Game of 24 (3) with tot and cot, on the
+#                embedded CPU engine, printing the results tables
 #   make test    the whole test suite (unit + engine integration + browser)
 
 PYTHON ?= python3
@@ -36,8 +37,17 @@ browser:
 	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	else echo "install Debian's chromium and chromium-driver for the browser test (needs root)"; fi
 
+# The main job: one embedded engine for both runs, stopped at the end whatever happens.
+OUT ?= runs/main
 bench: install
-	$(PY) examples/gsm8k_cot.py --data-dir $(DATA_DIR) --limit 5
+	rm -rf $(OUT)
+	$(VENV)/bin/reasonflow engine up
+	status=0; \
+	$(PY) evals/math_bench.py --dataset gsm8k --limit 20 --programs cot,sc@4 --data-dir $(DATA_DIR) \
+	    --out $(OUT)/gsm8k || status=$$?; \
+	$(PY) evals/math_bench.py --dataset game24 --offset 900 --limit 3 --programs tot,cot --data-dir $(DATA_DIR) \
+	    --out $(OUT)/game24 || status=$$?; \
+	$(VENV)/bin/reasonflow engine down; exit $$status
 
 test: install browser
 	REASONFLOW_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -ra

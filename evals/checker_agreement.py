@@ -24,8 +24,6 @@ from pathlib import Path
 from reasonflow.checking import check, regex_only_number
 from reasonflow.data import data_dir_from_env
 
-NUMBER_KINDS = {"number"}
-
 
 def regex_only_check(text, gold) -> bool:
     found = regex_only_number(None if text is None else str(text))

@@ -57,10 +57,10 @@ def main() -> None:
     examples = load("gsm8k", data_dir=args.data_dir, limit=args.questions)
     peak = asyncio.run(peak_throughput(url, args.cap))
     print(f"peak at {args.cap} sequences in flight: {peak.tok_s:.1f} tok/s", flush=True)
-    runs = {"sc@8": (reasonflow.program("gsm8k.sc@8"), 8), "tot(b=5)": (reasonflow.program("gsm8k.tot@5"), 5 * 3)}
+    runs = {"sc@8": reasonflow.program("gsm8k.sc@8"), "tot(b=5)": reasonflow.program("gsm8k.tot@5")}
     report = {"cap": args.cap, "peak": peak.to_dict(), "programs": {}}
-    for name, (program, width) in runs.items():
-        result = asyncio.run(achieved(program, examples, lm, width, args.cap))
+    for name, program in runs.items():
+        result = asyncio.run(achieved(program, examples, lm, program.width(), args.cap))
         result["utilisation"] = round(result["tok_s"] / peak.tok_s, 3) if peak.tok_s else None
         report["programs"][name] = result
         print(f"{name:>9}: {result['tok_s']:7.1f} tok/s  utilisation {result['utilisation']:.2f}  "

@@ -146,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--trace-out", default="trace-out", help="directory for trace.json/.graphml/.html")
     run.set_defaults(func=cmd_run)
 
+    from reasonflow.bench import register_cli as register_bench
+
+    register_bench(sub)
+
     comp = sub.add_parser("compile", help="optimize a program's prompts, demos and knobs on a train split")
     comp.add_argument("program")
     comp.add_argument("--dataset", default="gsm8k")

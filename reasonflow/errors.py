@@ -18,7 +18,9 @@ mistakes inside reasonflow itself (those stay ordinary ``TypeError``/``Assertion
     │   └── ParseError         the completion had no parseable output fields (carries the raw text)
     ├── DatasetError           a dataset name, split or local file is missing or malformed
     ├── ArtifactError          a compiled program or trace file is invalid (or a pickle)
-    └── SandboxError           generated code failed in the sandbox
+    └── SandboxError           generated code failed in the sandbox (subclasses in reasonflow.sandbox:
+                               SandboxTimeout, SandboxMemoryError, SandboxForbidden, SandboxCodeError,
+                               SandboxNoAnswer, SandboxCrashError)
 """
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ class VLLMLM(dspy.LM):
         self.base_url = base_url.rstrip("/")
         self.served_model = served_model
         self.config = config
-        self._api_key = api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY"
+        self.api_key = api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY"
         self._client: openai.OpenAI | None = None
         self._aclients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -92,7 +92,7 @@ class VLLMLM(dspy.LM):
     @property
     def client(self) -> openai.OpenAI:
         if self._client is None:
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=self._api_key,
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key,
                                          timeout=self.config.timeout_s, max_retries=self.config.max_retries)
         return self._client
 
@@ -103,7 +103,7 @@ class VLLMLM(dspy.LM):
         client = self._aclients.get(loop)
         if client is None:
             limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
-            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self._api_key,
+            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries,
                                         http_client=openai.DefaultAsyncHttpxClient(limits=limits))
             self._aclients[loop] = client

@@ -79,7 +79,8 @@ def test_pass_at_k_is_the_unbiased_estimator_and_k_equal_n_means_any_sample():
 ])
 def test_short_program_names_get_the_dataset_task_prefix(dataset, prefix):
     assert program_names("cot, sc@4,cot", dataset) == [f"{prefix}.cot", f"{prefix}.sc@4"]
-    assert program_names(["math.tot@2", "compiled/gsm8k_cot.json"], dataset) == ["math.tot@2", "compiled/gsm8k_cot.json"]
+    full = ["math.tot@2", "compiled/gsm8k_cot.json"]  # dotted names and artifacts pass through
+    assert program_names(full, dataset) == full
 
 
 def test_program_names_reject_unknown_datasets_and_empty_lists():
@@ -274,6 +275,7 @@ def test_bad_bounds_are_config_errors(tmp_path, data_dir):
 
 # --- command line -----------------------------------------------------------------------------------
 
+@pytest.mark.filterwarnings("ignore:coroutine .*try_connect.* was never awaited:RuntimeWarning")  # anyio
 def test_cli_prints_the_table_and_survives_an_endpoint_without_metrics(tmp_path, data_dir, questions, monkeypatch,
                                                                       capsys):
     lm = ScriptedLM(right)

@@ -25,7 +25,7 @@ import dspy
 
 from reasonflow.adapter import StructuredAdapter
 from reasonflow.checking import check
-from reasonflow.errors import ConfigError
+from reasonflow.errors import ConfigError, ReasonflowError
 from reasonflow.trace import Trace
 from reasonflow.usage import track_usage
 
@@ -181,14 +181,17 @@ def finish(name: str, program, index: int, example, outcome: Outcome, out: Path,
         samples = list(getattr(pred, "samples", None) or [])
         row.update(k=k, samples=_plain(samples), samples_correct=sum(_correct(kind, s, gold) for s in samples))
     trace = getattr(pred, "trace", None)
-    if not hasattr(trace, "save"):  # the program raised or returned no trace: record what happened
-        trace = _failure_trace(name, example.question, row["error_message"] or error or "no trace", outcome.usage)
-    if hasattr(trace, "save"):
-        rel = Path("traces") / slug(name) / f"{slug(example.id)}.json"
+    if not hasattr(trace, "save"):  # the program raised or kept no trace: record what happened
+        note = row["error_message"] or error or f"answer {row['prediction']!r} (the program kept no trace)"
+        trace = _failure_trace(name, example.question, note, outcome.usage)
+    rel = Path("traces") / slug(name) / f"{slug(example.id)}.json"
+    try:
         trace.save(out / rel)
         if index < html_traces:
             trace.to_html((out / rel).with_suffix(".html"))
         row["trace"] = rel.as_posix()
+    except ReasonflowError as exc:  # an unsavable trace loses the trace, not the row
+        log.warning("could not save the trace of %s %s: %s", name, example.id, exc)
     return row
 
 

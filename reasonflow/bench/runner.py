@@ -5,14 +5,15 @@
 
 Programs run one after another; within a program up to ``concurrency`` questions are in flight
 (asyncio + a semaphore), with a tqdm bar showing questions done, accuracy so far and tok/s. Around
-each program the engine's /metrics are scraped (prefix-cache hit rate); after all of them the peak
-completion tok/s at the same concurrency is measured with ``peak_throughput``, and utilisation is
-achieved ÷ peak. With ``lm=`` given (a ScriptedLM in tests) no engine is touched and those three
-figures are null.
+each program the engine's /metrics are scraped (prefix-cache hit rate). After all of them the engine's
+peak completion tok/s is measured with ``peak_throughput`` at each program's own cap: concurrency ×
+the program's width (sequences one question keeps in flight: k for SC, breadth × proposals for ToT),
+since one request with n=k keeps k sequences busy. Utilisation is achieved ÷ that peak. With ``lm=``
+given (a ScriptedLM in tests) no engine is touched and those figures are null.
 
-Not guaranteed: utilisation compares requests with requests; a program that asks for n samples per
-request keeps up to concurrency × n sequences busy, so it can exceed 1.0. Engine figures are
-engine-wide and include other clients' traffic on a shared server.
+Not guaranteed: a program rarely holds its full width for the whole run (votes, answers and short
+frontiers are narrower), and engine figures are engine-wide: other clients' traffic on a shared
+server is counted too.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ from reasonflow.search.base import run_sync
 MAX_CONCURRENCY = 1024  # questions in flight at once (each may send n samples per request)
 
 
+MAX_PEAK_SEQUENCES = 256  # the largest cap a peak is measured at
+
+
 @dataclass
 class Session:
     """This session's run of one program: its new rows, their wall time and the cache hit rate."""
@@ -45,6 +49,7 @@ class Session:
     rows: list[dict] = field(default_factory=list)
     wall_s: float = 0.0
     prefix_cache_hit_rate: float | None = None
+    peak: object | None = None  # engine peak at this program's cap (concurrency x width)
 
 
 def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test", limit: int | None = None,
@@ -63,13 +68,13 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
     examples = data.load(dataset, split=split, data_dir=data_dir, limit=limit, offset=offset, seed=seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    store = RowStore(out / "questions.jsonl", resume)  # refuses to overwrite before any engine is touched
     measure = lm is None
-    if lm is None:
-        from reasonflow.lm import connect
-
-        lm = connect(base_url, model)
-    store = RowStore(out / "questions.jsonl", resume)
     try:
+        if lm is None:
+            from reasonflow.lm import connect
+
+            lm = connect(base_url, model)
         sessions, peak = run_sync(_bench(plan, examples, lm, store, out, concurrency, measure, html_traces,
                                          question_timeout_s, progress))
     finally:
@@ -81,7 +86,8 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
         "questions": len(examples), "base_url": getattr(lm, "base_url", None),
         "model": getattr(lm, "served_model", None), "concurrency": concurrency,
         "peak": peak.to_dict() if peak else None,
-        "results": [report.summarise(name, dataset, rows[name], sessions[name], peak) for name in plan],
+        "results": [report.summarise(name, dataset, rows[name], sessions[name], sessions[name].peak)
+                    for name in plan],
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = report.table(results["results"])
@@ -94,18 +100,27 @@ async def _bench(plan, examples, lm, store, out, concurrency, measure, html_trac
     sessions: dict[str, Session] = {}
     for name, program in plan.items():
         todo = [(i, ex) for i, ex in enumerate(examples) if (name, ex.id) not in store.rows]
-        before = await scrape(lm.base_url, getattr(lm, "_api_key", None)) if measure and todo else None
+        before = await scrape(lm.base_url, getattr(lm, "api_key", None)) if measure and todo else None
         started = time.perf_counter()
         new_rows = await _run_program(name, program, todo, lm, store, out, concurrency, html_traces, timeout_s,
                                       progress)
         session = Session(new_rows, time.perf_counter() - started)
         if before is not None:
-            session.prefix_cache_hit_rate = hit_rate(before, await scrape(lm.base_url, getattr(lm, "_api_key", None)))
+            session.prefix_cache_hit_rate = hit_rate(before, await scrape(lm.base_url, getattr(lm, "api_key", None)))
         sessions[name] = session
-    ran = any(s.rows for s in sessions.values())
-    peak = await measure_peak(lm.base_url, concurrency, lm.served_model, getattr(lm, "_api_key", None)) \
-        if measure and ran else None
-    return sessions, peak
+    peaks: dict[int, object] = {}
+    for name, program in plan.items():  # the peak at each program's own cap: concurrency x its width
+        cap = min(concurrency * _width(program), MAX_PEAK_SEQUENCES)
+        if measure and sessions[name].rows and cap not in peaks:
+            peaks[cap] = await measure_peak(lm.base_url, cap, lm.served_model, getattr(lm, "api_key", None))
+        sessions[name].peak = peaks.get(cap)
+    measured = [p for p in peaks.values() if p is not None]  # a failed measurement is None
+    return sessions, max(measured, key=lambda p: p.concurrency, default=None)
+
+
+def _width(program) -> int:
+    width = getattr(program, "width", None)
+    return width() if callable(width) else 1
 
 
 async def _run_program(name, program, todo, lm, store, out, concurrency, html_traces, timeout_s, progress):

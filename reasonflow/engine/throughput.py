@@ -50,8 +50,10 @@ async def peak_throughput(base_url: str, concurrency: int, *, model: str | None 
                 temperature=1.0, extra_body={"ignore_eos": True, "min_tokens": max_tokens})
             return resp.usage.completion_tokens
 
-    started = time.perf_counter()
-    tokens = await asyncio.gather(*(one(i) for i in range(concurrency * rounds)))
-    wall = time.perf_counter() - started
-    await client.close()
+    try:
+        started = time.perf_counter()
+        tokens = await asyncio.gather(*(one(i) for i in range(concurrency * rounds)))
+        wall = time.perf_counter() - started
+    finally:
+        await client.close()
     return Throughput(concurrency, len(tokens), sum(tokens), wall)

@@ -113,6 +113,11 @@ class SearchStrategy(dspy.Module):
         """The strategy's knobs, recorded in the trace and in compiled manifests."""
         return {"budget": asdict(self.budget)}
 
+    def width(self) -> int:
+        """Sequences one question can have in flight at once (a request with n=k counts k): the
+        concurrency cap at which utilisation figures measure the engine's peak."""
+        return 1
+
     async def search(self, run: SearchRun) -> None:
         raise NotImplementedError
 

@@ -81,6 +81,9 @@ class StepSearch(SearchStrategy):
         return {**super().settings(), "proposals": self.proposals, "evaluator": evaluator,
                 "value_samples": self.value_samples, "temperature": self.temperature, "max_depth": self.max_depth}
 
+    def width(self) -> int:
+        return self.proposals
+
     def is_terminal(self, question: str, steps) -> bool:
         return len(steps) >= self.max_depth or bool(self.task.is_terminal and self.task.is_terminal(question, list(steps)))
 

@@ -36,6 +36,9 @@ class BestOfN(SearchStrategy):
         self.solve = dspy.ChainOfThought(task.solve)
         self.judge = dspy.Predict(task.judge)
 
+    def width(self) -> int:
+        return self.n
+
     def settings(self) -> dict:
         name = self.verifier if isinstance(self.verifier, str) else getattr(self.verifier, "__name__", "callable")
         return {**super().settings(), "n": self.n, "temperature": self.temperature, "verifier": name}

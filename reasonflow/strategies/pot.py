@@ -74,6 +74,9 @@ class ProgramOfThought(SearchStrategy):
         self.limits = {"timeout_s": timeout_s, "cpu_s": cpu_s, "memory_mb": memory_mb}
         self.write = dspy.Predict(signature)
 
+    def width(self) -> int:
+        return self.k
+
     def settings(self) -> dict:
         return {**super().settings(), "k": self.k, "temperature": self.temperature, **self.limits}
 

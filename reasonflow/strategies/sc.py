@@ -27,6 +27,9 @@ class SelfConsistency(SearchStrategy):
         self.k, self.temperature = k, temperature
         self.solve = dspy.ChainOfThought(task.solve)
 
+    def width(self) -> int:
+        return self.k
+
     def settings(self) -> dict:
         return {**super().settings(), "k": self.k, "temperature": self.temperature}
 

@@ -42,6 +42,9 @@ class TreeOfThought(StepSearch):
         return {**super().settings(), "breadth": self.breadth, "depth": self.max_depth,
                 "selection": self.selection, "mode": self.mode, "seed": self.seed}
 
+    def width(self) -> int:
+        return self.breadth * self.proposals
+
     def rank(self, state: State) -> float:
         return state.path_score if self.mode == "beam" else state.value
 
