@@ -30,6 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from reasonflow import __version__
 from reasonflow.engine.server import is_ready
 from reasonflow.serve.config import ServeLimits
 from reasonflow.serve.events import EventStreamResponse, search_events
@@ -72,8 +73,6 @@ def create_app(programs: Sequence[str], *, lm: dspy.LM | None = None, base_url: 
     store = TraceStore(limits.trace_retention)
     state = ServerState(served, lm, limits, store, Gate(limits.max_concurrency, SOLVING_PATHS),
                         Solver(served, lm, store, limits))
-    from reasonflow import __version__
-
     app = FastAPI(title="reasonflow", version=__version__, description="Reasoning programs over vLLM.")
     app.state.reasonflow = state
     # add_middleware wraps: the last added runs first. Order of checks: auth, body size, concurrency.

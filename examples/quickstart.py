@@ -1,6 +1,6 @@
 """ChainOfThought on a few GSM8K questions against the embedded engine, printing each answer.
 
-    python examples/gsm8k_cot.py --data-dir ../shared/data --limit 5 [--base-url URL]
+    python examples/quickstart.py --data-dir ../shared/data --limit 5 [--base-url URL]
 
 Questions run concurrently. For each: the gold answer, the model's answer, whether it parsed, and
 its tokens.
