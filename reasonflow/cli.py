@@ -147,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     from reasonflow.bench import register_cli as register_bench
+    from reasonflow.serve.cli import register_cli as register_serve
 
     register_bench(sub)
+    register_serve(sub)
 
     comp = sub.add_parser("compile", help="optimize a program's prompts, demos and knobs on a train split")
     comp.add_argument("program")

@@ -211,3 +211,24 @@ def test_compiled_artifact_is_served_by_stem_and_options_apply_to_a_copy(monkeyp
     assert plain.json()["reasoning"].startswith("T=0.5 n=8")  # the loaded module was not changed
     assert loaded.k == 8 and loaded.temperature == 0.5
     assert bad.status_code == 422
+
+
+@pytest.mark.parametrize("status,code", [(500, "upstream_timeout"), (401, "LMRequestError")])
+def test_engine_failures_become_typed_http_errors(status, code):
+    """A failing engine gives 504/502 with the error's type, as JSON, as an SSE error event, and as an
+    error the openai client raises mid-stream; never a bare 500 traceback."""
+    import openai
+
+    with FakeServer([(status, {"message": "engine says no"})]) as engine:
+        lm = VLLMLM(engine.base_url, "fake", config=LMConfig(timeout_s=5, max_retries=0))
+        with serving(create_app(["gsm8k.cot"], lm=lm)) as url:
+            solved = post(url, "/v1/solve", {"question": "q"})
+            with httpx.stream("POST", f"{url}/v1/solve/stream", json={"question": "q"}, timeout=30) as r:
+                events = sse_events(r)
+            client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+            with pytest.raises(openai.APIError, match="engine"):
+                list(client.chat.completions.create(model="gsm8k.cot", stream=True,
+                                                    messages=[{"role": "user", "content": "q"}]))
+    assert solved.status_code == (504 if status == 500 else 502)
+    assert solved.json()["error"]["code"] == code and "engine says no" in solved.json()["error"]["message"]
+    assert events[-1][0] == "error" and events[-1][1]["error"]["code"] == code

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import dspy
+from dspy.clients.base_lm import GLOBAL_HISTORY
 import httpx
 import pytest
 
@@ -17,6 +18,7 @@ from reasonflow.serve.testing import serving
 from reasonflow.testing import ScriptedLM
 
 PROGRAMS = ["gsm8k.cot", "gsm8k.sc@4", "math.cot"]
+CONCURRENT = 32  # the issue asks for 16; ARCHITECTURE §5 case 7 for 32
 
 
 def script(call):
@@ -42,20 +44,20 @@ def request(i: int) -> tuple[str, dict, dict]:
     return program, options, expect
 
 
-def test_16_concurrent_solves_with_mixed_programs_and_options_do_not_cross_talk():
+def test_32_concurrent_solves_with_mixed_programs_and_options_do_not_cross_talk():
     delay = 1.0
     lm = ScriptedLM(script, delay_s=delay)
-    limits = httpx.Limits(max_connections=16)
+    limits = httpx.Limits(max_connections=CONCURRENT)
     with serving(create_app(PROGRAMS, lm=lm)) as url, httpx.Client(base_url=url, timeout=60, limits=limits) as client:
         def solve(i):
             program, options, _ = request(i)
             return client.post("/v1/solve", json={"program": program, "question": f"Question #{i}?", "options": options})
 
-        with ThreadPoolExecutor(16) as pool:
-            responses = list(pool.map(solve, range(16)))
+        with ThreadPoolExecutor(CONCURRENT) as pool:
+            responses = list(pool.map(solve, range(CONCURRENT)))
     starts = sorted(c.started for c in lm.calls)
-    assert len(starts) == 16
-    assert starts[-1] - starts[0] < delay, "the 16 LM calls were not all in flight together"
+    assert len(starts) == CONCURRENT
+    assert starts[-1] - starts[0] < delay, f"the {CONCURRENT} LM calls were not all in flight together"
     for i, r in enumerate(responses):
         assert r.status_code == 200, r.text
         body = r.json()
@@ -68,7 +70,6 @@ def test_16_concurrent_solves_with_mixed_programs_and_options_do_not_cross_talk(
         assert graph["config"].get("k") == options.get("k", graph["config"].get("k"))
     # the LM's own defaults were never changed by a request
     assert lm.kwargs.get("max_tokens") is None and lm.kwargs["temperature"] == 0.0
-    assert dspy.settings.lm is None
 
 
 def rss_bytes() -> int:
@@ -94,6 +95,8 @@ def test_rss_stays_flat_over_2000_requests_and_trace_retention_is_capped():
             if i % 100 == 0:
                 lm.calls.clear()  # the test double's own call log, not the server's memory
 
+    # DSPy's process-wide trace and history lists (other tests may have filled them)
+    dspy_trace, dspy_history = len(dspy.settings.trace), len(GLOBAL_HISTORY)
     with serving(app) as url, httpx.Client(base_url=url, timeout=30) as client:
         burst(client, 400, 0)  # warm-up: caches, pools, allocator arenas and the full trace store
         rss = [rss_bytes()]
@@ -107,4 +110,5 @@ def test_rss_stays_flat_over_2000_requests_and_trace_retention_is_capped():
     print(f"RSS after 400, 1200, 2000 requests: {mib[0]:.1f}, {mib[1]:.1f}, {mib[2]:.1f} MiB")
     # A leak of one question-sized object per request would add over 1.5 MiB per 800 requests.
     assert mib[2] - mib[1] < 1.5 and mib[2] - mib[0] < 6, mib
-    assert len(dspy.settings.trace) == 0 and lm.history == []  # DSPy kept no per-call history
+    # DSPy kept no per-call trace or history
+    assert len(dspy.settings.trace) == dspy_trace and len(GLOBAL_HISTORY) == dspy_history and lm.history == []

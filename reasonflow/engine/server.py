@@ -63,16 +63,17 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
-def is_ready(base_url: str, model: str | None = None, timeout_s: float = 30.0) -> bool:
+def is_ready(base_url: str, model: str | None = None, timeout_s: float = 30.0, api_key: str | None = None) -> bool:
     """``/health`` answers 200 and a 1-token completion succeeds."""
     root = base_url.rstrip("/").removesuffix("/v1")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key and api_key != "EMPTY" else {}
     try:
         if httpx.get(f"{root}/health", timeout=5.0).status_code != 200:
             return False
         if model is None:
-            model = httpx.get(f"{root}/v1/models", timeout=5.0).json()["data"][0]["id"]
+            model = httpx.get(f"{root}/v1/models", timeout=5.0, headers=headers).json()["data"][0]["id"]
         body = {"model": model, "prompt": "1", "max_tokens": 1, "temperature": 0}
-        return httpx.post(f"{root}/v1/completions", json=body, timeout=timeout_s).status_code == 200
+        return httpx.post(f"{root}/v1/completions", json=body, timeout=timeout_s, headers=headers).status_code == 200
     except (httpx.HTTPError, ValueError, KeyError, IndexError):
         return False
 

@@ -122,7 +122,8 @@ def _add_routes(app: FastAPI) -> None:
         if base_url is None:  # an injected LM with no endpoint (a test double) is always ready
             return JSONResponse({"ready": True, "engine": None})
         model = getattr(rf.lm, "served_model", None)
-        ok = await asyncio.to_thread(is_ready, base_url, model, rf.limits.ready_timeout_s)
+        ok = await asyncio.to_thread(is_ready, base_url, model, rf.limits.ready_timeout_s,
+                                     getattr(rf.lm, "api_key", None))
         return JSONResponse({"ready": ok, "engine": base_url, "model": model}, status_code=200 if ok else 503)
 
     @app.post("/v1/solve")

@@ -21,6 +21,7 @@ import os
 import sys
 from dataclasses import replace
 
+from reasonflow.errors import ConfigError
 from reasonflow.serve.config import DEFAULT_SERVE_HOST, DEFAULT_SERVE_PORT, ServeLimits
 
 API_KEY_ENV = "REASONFLOW_SERVE_API_KEY"
@@ -30,9 +31,13 @@ def serve(programs: list[str], *, base_url: str | None = None, model: str | None
           host: str = DEFAULT_SERVE_HOST, port: int = DEFAULT_SERVE_PORT, api_key: str | None = None,
           limits: ServeLimits = ServeLimits(), log_level: str = "info", lm=None) -> None:
     """Build the app and run it until SIGTERM/SIGINT (blocking)."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from reasonflow.serve.app import create_app
+        from reasonflow.serve.app import create_app
+    except ImportError as exc:
+        raise ConfigError(f"reasonflow serve needs the serve extra ({exc.name} is missing): "
+                          "pip install 'reasonflow[serve]'") from exc
 
     if not api_key and not _loopback(host):
         print(f"warning: serving on {host} without an API key; anyone who can reach it can use it", file=sys.stderr)
