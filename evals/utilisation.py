@@ -4,8 +4,10 @@ peak at the same concurrency cap, both measured in this run.
     python evals/utilisation.py --data-dir ../shared/data [--questions 10] [--cap 32] [--base-url URL]
 
 The cap is counted in sequences in flight (one request with n=8 is 8 sequences: vLLM batches them
-like 8 requests). Questions run concurrently, as many at once as fit the cap given the program's
-width (SC: k sequences per question; ToT: breadth x proposals at its widest). The peak is
+like 8 requests) and enforced by the LM itself (``LMConfig(max_sequences=cap)``): all questions are
+admitted at once and their requests wait at the gate, so the engine never sees more than ``cap``
+sequences, and one question's barrier (a ToT round waiting for its slowest request) does not idle
+the engine while other questions have work. The peak is
 ``peak_throughput`` at ``cap`` concurrent single-sequence requests, measured right before; the peak
 under guided JSON decoding (which reasonflow's programs use) is printed beside it, since on a
 2-core CPU the grammar's per-token work is part of what the engine can do.
@@ -26,23 +28,21 @@ from reasonflow.engine.throughput import peak_throughput
 from reasonflow.lm import resolve_base_url
 
 
-async def achieved(program, examples, lm, width: int, cap: int) -> dict:
-    gate = asyncio.Semaphore(max(1, cap // width))
+async def achieved(program, examples, lm) -> dict:
     errors = 0
 
     async def one(ex):
         nonlocal errors
-        async with gate:
-            try:
-                await program.acall(question=ex.question)
-            except reasonflow.ReasonflowError:
-                errors += 1
+        try:
+            await program.acall(question=ex.question)
+        except reasonflow.ReasonflowError:
+            errors += 1
 
     started = time.perf_counter()
     with dspy.context(lm=lm, adapter=reasonflow.StructuredAdapter()), reasonflow.track_usage() as usage:
         await asyncio.gather(*(one(ex) for ex in examples))
     wall = time.perf_counter() - started
-    return {"questions": len(examples), "questions_in_flight": max(1, cap // width), "wall_s": round(wall, 1),
+    return {"questions": len(examples), "wall_s": round(wall, 1),
             "completion_tokens": usage.completion_tokens, "lm_calls": usage.calls, "errors": errors,
             "tok_s": round(usage.completion_tokens / wall, 2)}
 
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--cap", type=int, default=32, help="sequences in flight")
     args = parser.parse_args()
     url = resolve_base_url(args.base_url)
-    lm = reasonflow.connect(url, temperature=0.0)
+    lm = reasonflow.connect(url, temperature=0.0, config=reasonflow.LMConfig(max_sequences=args.cap))
     examples = load("gsm8k", data_dir=args.data_dir, limit=args.questions)
     peak = asyncio.run(peak_throughput(url, args.cap))
     guided = asyncio.run(peak_throughput(url, args.cap, guided=True))
@@ -64,7 +64,7 @@ def main() -> None:
     runs = {"sc@8": reasonflow.program("gsm8k.sc@8"), "tot(b=5)": reasonflow.program("gsm8k.tot@5")}
     report = {"cap": args.cap, "peak": peak.to_dict(), "guided_peak": guided.to_dict(), "programs": {}}
     for name, program in runs.items():
-        result = asyncio.run(achieved(program, examples, lm, program.width(), args.cap))
+        result = asyncio.run(achieved(program, examples, lm))
         result["utilisation"] = round(result["tok_s"] / peak.tok_s, 3) if peak.tok_s else None
         result["utilisation_vs_guided_peak"] = round(result["tok_s"] / guided.tok_s, 3) if guided.tok_s else None
         report["programs"][name] = result

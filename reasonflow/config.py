@@ -28,11 +28,10 @@ DEFAULT_LOG_TAIL_LINES = 40
 # --- LM calls ---------------------------------------------------------------------------------
 DEFAULT_REQUEST_TIMEOUT_S = 300.0  # one HTTP request, including queueing inside vLLM
 DEFAULT_MAX_RETRIES = 3  # for 408/409/429/5xx and connection errors; 400/401 are never retried
-DEFAULT_RETRY_DEADLINE_S = 600.0  # total wall time of one call, across its retries
 DEFAULT_MAX_TOKENS = 384
 DEFAULT_MAX_N = 64  # completions per request
 DEFAULT_REASONING_MAX_CHARS = 400  # bound on free-text output fields, so the JSON always closes
-DEFAULT_HISTORY_LIMIT = 200  # LM call records kept per LM object
+DEFAULT_HISTORY_LIMIT = 200  # call records a usage collector keeps (its totals count every call)
 
 # --- search -----------------------------------------------------------------------------------
 DEFAULT_MAX_NODES = 200
@@ -92,15 +91,16 @@ class LMConfig:
 
     timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     max_retries: int = DEFAULT_MAX_RETRIES
-    retry_deadline_s: float = DEFAULT_RETRY_DEADLINE_S
-    history_limit: int = DEFAULT_HISTORY_LIMIT
     max_n: int = DEFAULT_MAX_N
+    # Sequences in flight through one LM object at once (a request with n=k counts k); async calls
+    # past it wait their turn. None: no limit (the server queues). Keeps a known concurrency cap.
+    max_sequences: int | None = None
 
     def __post_init__(self):
         _positive("timeout_s", self.timeout_s)
-        _positive("retry_deadline_s", self.retry_deadline_s)
-        _positive("history_limit", self.history_limit)
         _positive("max_n", self.max_n)
+        if self.max_sequences is not None:
+            _positive("max_sequences", self.max_sequences)
         if self.max_retries < 0:
             raise ConfigError(f"max_retries must be >= 0, got {self.max_retries}")
 

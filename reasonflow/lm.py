@@ -12,9 +12,14 @@ The client retries 408/409/429/5xx and connection errors with exponential backof
 Retry-After; 400/401/404 are not retried. Every request leaves a ``CallRecord`` (``reasonflow.usage``).
 Choices that stop at max_tokens are dropped and counted; when none is left, ``TruncatedError``.
 
+``LMConfig(max_sequences=C)`` caps the sequences in flight (n counts n) for async calls: the search
+frontier and the bench can then admit any number of questions while the engine sees a known
+concurrency, which is what utilisation is measured against.
+
 Not guaranteed: there is no response cache, so every call is a fresh sample (``n>1`` at
 temperature 0 is refused, since its samples would be identical); the wall time of one call is
-bounded by ``(max_retries + 1) * timeout_s`` plus backoff, not by a separate deadline.
+bounded by ``(max_retries + 1) * timeout_s`` plus backoff, not by a separate deadline; synchronous
+calls bypass the ``max_sequences`` gate.
 """
 
 from __future__ import annotations
@@ -49,6 +54,36 @@ VLLM_EXTRA_PARAMS = frozenset({"top_k", "min_p", "repetition_penalty", "min_toke
 _OVERFLOW_HINTS = ("maximum context length", "context length", "too long", "max_model_len")
 
 
+class SequenceGate:
+    """At most ``limit`` sequences in flight on one event loop; a request for n waits until n fit
+    (a request larger than the limit waits for an empty gate). Waiters are woken together and
+    re-check, so a small request may pass a large one: throughput first, not strict FIFO."""
+
+    def __init__(self, limit: int):
+        self.limit, self.used = limit, 0
+        self._waiters: list[asyncio.Future] = []
+
+    async def acquire(self, n: int) -> int:
+        n = min(n, self.limit)
+        while self.used + n > self.limit:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.used += n
+        return n
+
+    def release(self, n: int) -> None:
+        self.used -= n
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
 class VLLMLM(dspy.LM):
     """A ``dspy.LM`` that talks to one OpenAI-compatible endpoint through the ``openai`` client."""
 
@@ -63,6 +98,7 @@ class VLLMLM(dspy.LM):
         self.api_key = api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY"
         self._client: openai.OpenAI | None = None
         self._aclients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     # --- DSPy plugin contract ---------------------------------------------------------------
     def forward(self, prompt=None, messages=None, **kwargs):
@@ -76,12 +112,26 @@ class VLLMLM(dspy.LM):
 
     async def aforward(self, prompt=None, messages=None, **kwargs):
         body, extra = self._body(prompt, messages, kwargs)
+        gate = self._gate()
+        held = await gate.acquire(body.get("n", 1)) if gate else 0
         started = time.perf_counter()
         try:
             response = await self.aclient.chat.completions.create(**body, extra_body=extra or None)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
+        finally:
+            if gate:
+                gate.release(held)
         return self._accept(response, body, started)
+
+    def _gate(self) -> SequenceGate | None:
+        """This loop's gate for ``config.max_sequences`` (shared by copies of this LM)."""
+        if self.config.max_sequences is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if loop not in self._gates:
+            self._gates[loop] = SequenceGate(self.config.max_sequences)
+        return self._gates[loop]
 
     def dump_state(self) -> dict:
         state = super().dump_state()

@@ -133,3 +133,24 @@ def test_usage_records_tokens_latency_and_finish_reason():
     assert (rec.prompt_tokens, rec.completion_tokens, rec.cached_tokens) == (123, 7, 64)
     assert rec.finish_reasons == ["stop"] and rec.latency_s > 0
     assert usage.to_dict()["total_tokens"] == 130
+
+
+def test_max_sequences_caps_what_is_in_flight():
+    import asyncio
+
+    reply = completion(GOOD, GOOD, GOOD, GOOD)
+    with FakeServer([reply], delay_s=0.3) as srv:
+        lm = VLLMLM(srv.base_url, "fake", config=LMConfig(timeout_s=5, max_retries=0, max_sequences=8))
+        program = dspy.ChainOfThought("question -> answer: float")
+
+        async def many():
+            with dspy.context(lm=lm, adapter=StructuredAdapter()):
+                return await asyncio.gather(*(program.acall(question=f"q{i}", config={"n": 4, "temperature": 0.8})
+                                              for i in range(6)))
+
+        asyncio.run(many())
+    arrivals = sorted(srv.arrivals)
+    # 6 requests of n=4 under a cap of 8 sequences: two at a time, three waves ~0.3 s apart
+    waves = [arrivals[i + 1] - arrivals[i] for i in range(5)]
+    assert sum(gap > 0.2 for gap in waves) == 2
+    assert arrivals[-1] - arrivals[0] >= 0.5
