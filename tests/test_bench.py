@@ -227,6 +227,16 @@ def test_resume_runs_only_the_questions_not_yet_on_disk(tmp_path, data_dir, ques
 
 
 def test_an_interrupted_run_keeps_finished_questions_and_resume_completes_it(tmp_path, data_dir, questions):
+    # A process started in the background by a non-interactive shell inherits SIGINT as ignored, and
+    # Python then installs no KeyboardInterrupt handler: put Python's own back for this test.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_then_resume(tmp_path, data_dir, questions)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _interrupt_then_resume(tmp_path, data_dir, questions):
     order = [ex.question for ex in questions]
     asked = Counter()
 
