@@ -14,7 +14,6 @@ from pathlib import Path
 import dspy
 from dspy.clients.base_lm import GLOBAL_HISTORY
 import httpx
-import pytest
 
 from reasonflow.serve import ServeLimits, create_app
 from reasonflow.serve.testing import serving
