@@ -27,7 +27,7 @@ PREFIX_CACHE_HITS = ("vllm:prefix_cache_hits_total", "vllm:gpu_prefix_cache_hits
 PREFIX_CACHE_QUERIES = ("vllm:prefix_cache_queries_total", "vllm:gpu_prefix_cache_queries_total")
 METRICS_TIMEOUT_S = 10.0
 PEAK_MAX_TOKENS = 64  # per request of the peak measurement
-PEAK_ROUNDS = 2  # rounds of `concurrency` requests
+PEAK_ROUNDS = 1  # rounds of `concurrency` requests (one keeps the main job short at large caps)
 # name, optional {labels}, value (an optional timestamp may follow)
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{.*\})?[ \t]+(?P<value>\S+)", re.M)
 

@@ -39,7 +39,7 @@ from reasonflow.search.base import run_sync
 MAX_CONCURRENCY = 1024  # questions in flight at once (each may send n samples per request)
 
 
-MAX_PEAK_SEQUENCES = 256  # the largest cap a peak is measured at
+MAX_PEAK_SEQUENCES = 128  # the largest cap a peak is measured at (the engine saturates well below)
 
 
 @dataclass
