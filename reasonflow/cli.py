@@ -1,10 +1,11 @@
-"""The ``reasonflow`` command line: ``engine``, ``run``, ``bench``, ``compile``, ``serve``, ``trace``.
+"""The ``reasonflow`` command line: ``engine``, ``run``, ``bench``, ``compile``, ``serve``, ``finetune``, ``trace``.
 
     reasonflow engine up [--model smollm2-135m|DIR] [--lora NAME=DIR ...]
     reasonflow engine status          # exit 1 when no engine answers
     reasonflow engine down
     reasonflow run gsm8k.tot --question "..." [--base-url URL] [--trace-out DIR]
     reasonflow trace show trace.json  |  reasonflow trace html trace.json -o trace.html
+    reasonflow finetune --out programs/adapters/NAME [--gold pot=640 --gold cot=160] [--search gsm8k.pot@8=200]
 
 Each subcommand is a thin layer over the library; errors from reasonflow print as one line
 (``error: ...``) with exit status 2, never as a traceback.
@@ -114,6 +115,38 @@ def cmd_compile(args) -> int:
     return 0
 
 
+def _count_pairs(values: list[str] | None, flag: str) -> tuple[tuple[str, int], ...]:
+    pairs = []
+    for value in values or []:
+        name, sep, count = value.rpartition("=")
+        if not sep or not name or not count.isdigit():
+            raise ConfigError(f"{flag} takes NAME=N, got {value!r}")
+        pairs.append((name, int(count)))
+    return tuple(pairs)
+
+
+def cmd_finetune(args) -> int:
+    import json
+
+    from reasonflow.finetune import LoRAConfig, Recipe, finetune
+
+    lora = LoRAConfig(rank=args.rank, alpha=args.alpha, learning_rate=args.lr, epochs=args.epochs,
+                      max_steps=args.max_steps, batch_size=args.batch_size, max_length=args.max_length,
+                      seed=args.seed, max_minutes=args.max_minutes, device=args.device)
+    gold = _count_pairs(args.gold, "--gold") if args.gold is not None else (Recipe.gold if not args.search else ())
+    recipe = Recipe(gold=gold, search=_count_pairs(args.search, "--search"), search_offset=args.search_offset,
+                    seed=args.seed, data_dir=args.data_dir, lora=lora)
+    manifest = finetune(args.out, recipe, base_url=args.base_url, model=args.model,
+                        init_adapter=args.init_adapter, resume=not args.no_resume)
+    training = manifest["training"]
+    print(f"examples: {json.dumps(manifest['data']['by_source_format'])}")
+    print(f"steps {training['steps']}/{training['max_steps']} in {training['seconds']:.0f}s, "
+          f"loss {training['loss_first']} -> {training['final_loss']}"
+          + (" (stopped by --max-minutes)" if training["stopped_by_time_limit"] else ""))
+    print(f"wrote {args.out} (serve it: reasonflow engine up --lora NAME={args.out})")
+    return 0
+
+
 def cmd_trace(args) -> int:
     from reasonflow.trace import Trace
 
@@ -166,6 +199,33 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--token-budget", type=float, help="max mean tokens per question for the chosen knobs")
     comp.add_argument("--out", required=True, help="artifact path, e.g. programs/compiled/NAME.json")
     comp.set_defaults(func=cmd_compile)
+
+    from reasonflow.finetune.train import LoRAConfig as Lora
+
+    ft = sub.add_parser("finetune", help="LoRA fine-tune the model on gold solutions and/or correct search traces")
+    ft.add_argument("--out", required=True, help="adapter directory, e.g. programs/adapters/NAME")
+    ft.add_argument("--gold", action="append", metavar="FORMAT=N",
+                    help="N GSM8K train gold solutions in FORMAT (pot or cot); repeatable "
+                         "(default: pot=512 and cot=96 unless --search is given)")
+    ft.add_argument("--search", action="append", metavar="PROGRAM=N",
+                    help="run PROGRAM over N train questions and keep its correct samples; repeatable")
+    ft.add_argument("--search-offset", type=int, default=0, help="first train row (after the seeded shuffle) to search")
+    ft.add_argument("--init-adapter", help="continue from this adapter and search with it (expert iteration round 2)")
+    ft.add_argument("--base-url", help="endpoint to search with (default: an embedded engine, stopped before training)")
+    ft.add_argument("--model", help="served model or adapter to search with at --base-url")
+    ft.add_argument("--data-dir", help="local benchmark files (default: REASONFLOW_DATA_DIR, else the hub)")
+    ft.add_argument("--rank", type=int, default=Lora.rank)
+    ft.add_argument("--alpha", type=int, default=Lora.alpha)
+    ft.add_argument("--lr", type=float, default=Lora.learning_rate)
+    ft.add_argument("--epochs", type=float, default=Lora.epochs)
+    ft.add_argument("--max-steps", type=int, default=Lora.max_steps, help="> 0 overrides --epochs")
+    ft.add_argument("--batch-size", type=int, default=Lora.batch_size)
+    ft.add_argument("--max-length", type=int, default=Lora.max_length)
+    ft.add_argument("--max-minutes", type=float, default=Lora.max_minutes, help="stop training after this long")
+    ft.add_argument("--seed", type=int, default=Lora.seed)
+    ft.add_argument("--device", default=Lora.device, choices=["cpu", "cuda"])
+    ft.add_argument("--no-resume", action="store_true", help="start over instead of continuing from a checkpoint")
+    ft.set_defaults(func=cmd_finetune)
 
     trace = sub.add_parser("trace", help="summarise a trace file or render it to HTML")
     trace.add_argument("action", choices=["show", "html"])

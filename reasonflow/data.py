@@ -15,7 +15,8 @@ still through ``datasets`` (its json/csv builders), so no network is needed.
 | mgsm_ru/_en | juletxara/mgsm (ru / en)        | mgsm/mgsm_{ru,en}.tsv      | column 1             | column 2     |
 
 Every example carries ``id`` (dataset:split:row), ``dataset`` and ``kind`` (``number``, ``latex`` or
-``game24``), which picks the checker. Gold answers are normalised (``"1,000"`` becomes ``"1000"``).
+``game24``), which picks the checker; GSM8K examples also carry ``solution``, the worked solution
+with its ``<<48/2=24>>`` calculator notes (what ``reasonflow.finetune`` learns from). Gold answers are normalised (``"1,000"`` becomes ``"1000"``).
 
 Not guaranteed: hub copies can change upstream; pin a revision with ``revision=`` for reproducible
 runs. Row order is the file's order; ``seed`` shuffles before ``offset``/``limit``.
@@ -55,6 +56,7 @@ class DatasetSpec:
     splits: tuple[str, ...] = ("test",)
     local_format: str = "json"
     local_columns: tuple[str, ...] | None = None
+    solution: Callable[[dict], str] | None = None  # the worked solution, where the dataset has one
 
 
 def _gsm8k(row):
@@ -72,7 +74,7 @@ def _multiarith(row):
 
 DATASETS: dict[str, DatasetSpec] = {
     "gsm8k": DatasetSpec("gsm8k", "number", ("openai/gsm8k", "main"), "gsm8k/{split}.jsonl", _gsm8k,
-                         splits=("test", "train")),
+                         splits=("test", "train"), solution=lambda r: r["answer"]),
     "math500": DatasetSpec("math500", "latex", ("HuggingFaceH4/MATH-500",), "math500/test.jsonl",
                            lambda r: (r["problem"], str(r["answer"]))),
     "svamp": DatasetSpec("svamp", "number", ("ChilleD/SVAMP",), "svamp/test.jsonl", _svamp),
@@ -138,8 +140,9 @@ def load(name: str, *, split: str = "test", data_dir: str | os.PathLike | None =
     for i in indices:
         try:
             question, answer = spec.to_example(rows[i])
+            extra = {"solution": spec.solution(rows[i])} if spec.solution else {}
         except (KeyError, TypeError, AttributeError) as exc:
             raise DatasetError(f"{name} row {i} lacks an expected field: {exc}") from exc
         examples.append(dspy.Example(question=question, answer=answer, id=f"{name}:{split}:{i}",
-                                     dataset=name, kind=spec.kind).with_inputs("question"))
+                                     dataset=name, kind=spec.kind, **extra).with_inputs("question"))
     return examples

@@ -28,7 +28,7 @@ import httpx
 
 from reasonflow.config import DEFAULT_LOG_TAIL_LINES, EngineConfig, home_dir
 from reasonflow.engine.model import resolve_model
-from reasonflow.errors import EngineStartError
+from reasonflow.errors import ConfigError, EngineStartError
 
 POLL_INTERVAL_S = 1.0
 
@@ -131,6 +131,9 @@ class Engine:
     def start(self) -> "Engine":
         """Launch the server and block until it is ready (bounded by ``start_timeout_s``)."""
         self.model_dir, self.served_model = resolve_model(self.config.model)
+        for name, path in self.config.lora:
+            if not (Path(path) / "adapter_config.json").is_file():
+                raise ConfigError(f"LoRA adapter {name!r}: {path} has no adapter_config.json (a PEFT adapter directory)")
         self.port = self.config.port or free_port(self.config.host)
         logs = home_dir() / "logs"
         logs.mkdir(parents=True, exist_ok=True)

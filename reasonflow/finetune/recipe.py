@@ -1,0 +1,135 @@
+"""The recipe behind ``reasonflow finetune``: collect data (gold, search), then train one adapter.
+
+    gold:   GSM8K train solutions converted per format (``--gold pot=600 --gold cot=200``)
+    search: a program run over train questions with the current model (the base model, or
+            ``init_adapter`` served by an embedded engine); its correct samples are kept
+            (``--search gsm8k.pot@8=200``)
+    train:  LoRA on the union (``reasonflow.finetune.train``), continuing from ``init_adapter`` if given
+
+Round 2 of expert iteration is the same command with ``--init-adapter`` pointing at round 1's adapter:
+it searches with the fine-tuned model, keeps its correct traces and trains on from there.
+
+Questions come from the train split in the order of ``seed``'s shuffle: gold takes the first rows
+(skipping the ones a format cannot convert, until it has its count), search takes the rows from
+``search_offset`` on. The search runs through the bench (``run_bench``) into ``OUT/search/``, so it
+is resumable and its traces stay inspectable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reasonflow import data as datasets_
+from reasonflow.errors import ConfigError
+from reasonflow.finetune.data import FORMATS, SFTExample, gold_examples, search_examples
+from reasonflow.finetune.train import LoRAConfig, read_manifest, train
+
+DATASET = "gsm8k"  # the one dataset with worked train solutions
+DEFAULT_GOLD = (("pot", 512), ("cot", 96))  # ~76 steps of 8: ~45 min at ~75 tok/s on 2 CPU cores (no AVX512)
+DEFAULT_SEARCH_CONCURRENCY = 8
+GOLD_POOL_FACTOR = 2  # rows read per wanted example (some solutions do not convert)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What to train on. ``gold`` and ``search`` are (format or program, count) pairs."""
+
+    gold: tuple[tuple[str, int], ...] = DEFAULT_GOLD
+    search: tuple[tuple[str, int], ...] = ()
+    search_offset: int = 0
+    seed: int = 0
+    data_dir: str | None = None
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+
+    def __post_init__(self):
+        for fmt, count in self.gold:
+            if fmt not in FORMATS or count < 0:
+                raise ConfigError(f"gold takes FORMAT=N with FORMAT in {sorted(FORMATS)} and N >= 0, got {fmt}={count}")
+        for program, count in self.search:
+            if count < 1:
+                raise ConfigError(f"search takes PROGRAM=N with N >= 1, got {program}={count}")
+        if not self.gold and not self.search:
+            raise ConfigError("nothing to train on: give gold and/or search data")
+
+
+def _format_of(program: str) -> str:
+    from reasonflow.registry import parse_name
+
+    base, _ = parse_name(program)
+    if not base.startswith(f"{DATASET}."):
+        raise ConfigError(f"search programs must be {DATASET} programs, got {program!r}")
+    return "pot" if base.endswith(".pot") else "cot"
+
+
+def collect_gold(recipe: Recipe) -> tuple[list[SFTExample], dict]:
+    kept, report = [], {}
+    wanted = {fmt: count for fmt, count in recipe.gold if count}
+    if not wanted:
+        return kept, report
+    pool = datasets_.load(DATASET, split="train", data_dir=recipe.data_dir, seed=recipe.seed,
+                          limit=GOLD_POOL_FACTOR * max(wanted.values()))
+    for fmt, count in wanted.items():
+        examples, counts = gold_examples(pool, [fmt])
+        kept += examples[:count]
+        report[fmt] = {"wanted": count, "kept": len(examples[:count]), "conversion": counts}
+        if len(examples) < count:
+            raise ConfigError(f"only {len(examples)} {fmt} gold examples convert from {len(pool)} rows; ask for fewer")
+    return kept, report
+
+
+@contextlib.contextmanager
+def _endpoint(base_url: str | None, model: str | None, init_adapter: str | Path | None):
+    """(base_url, model) to search with: the given endpoint, else an embedded engine (serving
+    ``init_adapter`` as its model when given), stopped on exit so training has the CPU."""
+    if base_url:
+        yield base_url, model
+        return
+    from reasonflow.engine import Engine
+    from reasonflow.engine.state import read_state
+
+    state = read_state()
+    if state is not None and state.alive():
+        raise ConfigError(f"an engine is already up ({state.base_url}); pass it as --base-url (with --model) or "
+                          "stop it with `reasonflow engine down`: two engines do not fit beside training")
+    lora = {Path(init_adapter).name: str(init_adapter)} if init_adapter else None
+    with Engine(lora=lora) as engine:
+        yield engine.base_url, (Path(init_adapter).name if init_adapter else model)
+
+
+def collect_search(recipe: Recipe, out: Path, base_url: str | None, model: str | None,
+                   init_adapter: str | Path | None, progress: bool = True) -> tuple[list[SFTExample], dict]:
+    from reasonflow.bench import run_bench
+
+    kept, report = [], {}
+    if not recipe.search:
+        return kept, report
+    with _endpoint(base_url, model, init_adapter) as (url, served):
+        for program, count in recipe.search:
+            bench_dir = out / "search" / program.replace("/", "_")
+            results = run_bench([program], DATASET, split="train", limit=count, offset=recipe.search_offset,
+                                seed=recipe.seed, data_dir=recipe.data_dir, base_url=url, model=served,
+                                concurrency=DEFAULT_SEARCH_CONCURRENCY, out_dir=bench_dir,
+                                resume=(bench_dir / "questions.jsonl").exists(), html_traces=0, progress=progress)
+            examples, counts = search_examples(bench_dir, _format_of(program))
+            kept += examples
+            summary = results["results"][0]
+            report[program] = {"questions": count, "offset": recipe.search_offset, "model": served,
+                               "accuracy": summary.get("accuracy"), "harvest": counts}
+    return kept, report
+
+
+def finetune(out_dir: str | Path, recipe: Recipe = Recipe(), *, base_url: str | None = None,
+             model: str | None = None, init_adapter: str | Path | None = None, resume: bool = True,
+             progress: bool = True) -> dict:
+    """Collect the recipe's data, train the adapter into ``out_dir`` and return its manifest."""
+    out = Path(out_dir)
+    if init_adapter:
+        read_manifest(init_adapter)  # a bad path fails before any search or training
+    gold, gold_report = collect_gold(recipe)
+    found, search_report = collect_search(recipe, out, base_url, model, init_adapter, progress)
+    sources = {"dataset": DATASET, "split": "train", "seed": recipe.seed,
+               "gold": gold_report, "search": search_report}
+    return train(gold + found, out, config=recipe.lora, sources=sources, init_adapter=init_adapter,
+                 resume=resume, progress=progress)

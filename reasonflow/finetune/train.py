@@ -1,0 +1,251 @@
+"""LoRA supervised fine-tuning with PEFT and TRL's SFTTrainer, into a servable adapter directory.
+
+``train(examples, out_dir)`` renders the examples (``reasonflow.finetune.data.render``: the inference
+prompt and the compact JSON completion), trains a LoRA adapter on the completion tokens only (TRL's
+prompt/completion format masks the prompt), and writes into ``out_dir``:
+
+    adapter_model.safetensors, adapter_config.json   the PEFT adapter (vLLM's --lora-modules loads it)
+    reasonflow-adapter.json                          the manifest (written last: its presence marks
+                                                     a finished adapter)
+    loss.png, log.json                               the loss curve and the trainer's log
+    data.jsonl                                       the rendered training examples with their ids
+    checkpoints/                                     trainer checkpoints (removed when finished)
+
+Training is seeded (model init, data order) and resumable: rerun the same command and it continues
+from the last checkpoint. ``max_minutes`` stops it early (recorded in the manifest) with what it has
+learnt so far.
+
+Not guaranteed: bit-identical results across machines or thread counts (CPU kernels differ).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Literal
+
+from reasonflow.config import DEFAULT_MODEL, _positive
+from reasonflow.errors import ArtifactError, ConfigError
+from reasonflow.finetune.data import SFTExample, render
+
+ADAPTER_MANIFEST = "reasonflow-adapter.json"
+ADAPTER_MANIFEST_VERSION = 1
+DEFAULT_FINETUNE_MAX_MINUTES = 60.0  # the default recipe is sized to finish within this on 2 CPU cores
+LOG_EVERY_STEPS = 5
+MIN_EXAMPLES = 1
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """The recipe's hyperparameters. The defaults are the committed adapter's."""
+
+    rank: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str = "all-linear"
+    learning_rate: float = 8e-4
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    batch_size: int = 8
+    grad_accum: int = 1
+    max_length: int = 512  # tokens of prompt + completion; longer examples are dropped, not cut
+    warmup_ratio: float = 0.05
+    seed: int = 0
+    max_minutes: float = DEFAULT_FINETUNE_MAX_MINUTES
+    save_steps: int = 25
+    device: Literal["cpu", "cuda"] = "cpu"
+    save_dtype: Literal["bfloat16", "float32"] = "bfloat16"
+
+    def __post_init__(self):
+        for name in ("rank", "alpha", "learning_rate", "epochs", "batch_size", "grad_accum", "max_length",
+                     "max_minutes", "save_steps"):
+            _positive(name, getattr(self, name))
+        if self.device not in ("cpu", "cuda"):
+            raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
+        if self.save_dtype not in ("bfloat16", "float32"):
+            raise ConfigError(f"save_dtype must be bfloat16 or float32, got {self.save_dtype!r}")
+        if not 0 <= self.dropout < 1 or not 0 <= self.warmup_ratio < 1:
+            raise ConfigError("dropout and warmup_ratio must be in [0, 1)")
+
+
+def base_model_info(model: str) -> tuple[Path, dict]:
+    """(directory, {"name", "sha256"}) of a registered model or a local HF directory. The sha256 is
+    over the weight files (from the model's manifest where reasonflow built it)."""
+    from reasonflow.engine.model import MANIFEST_NAME, resolve_model, sha256_file
+
+    directory, name = resolve_model(model)
+    weights = sorted(p.name for p in directory.glob("*.safetensors"))
+    recorded = {}
+    if (directory / MANIFEST_NAME).is_file():
+        recorded = json.loads((directory / MANIFEST_NAME).read_text())
+    files = recorded.get("files", {})
+    digests = {w: files.get(w, {}).get("sha256") or sha256_file(directory / w) for w in weights}
+    return directory, {"name": name, "hub_id": recorded.get("hub_id"), "weights_sha256": digests}
+
+
+def _versions() -> dict:
+    names = ("reasonflow", "torch", "transformers", "peft", "trl", "dspy", "datasets")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def read_manifest(adapter_dir: str | Path) -> dict:
+    """The manifest of a finished adapter; ``ArtifactError`` if it is missing or not one."""
+    path = Path(adapter_dir) / ADAPTER_MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{adapter_dir} is not a finished reasonflow adapter ({path}: {exc})") from exc
+    if manifest.get("version") != ADAPTER_MANIFEST_VERSION or not (Path(adapter_dir) / "adapter_config.json").is_file():
+        raise ArtifactError(f"{adapter_dir}: unsupported adapter manifest version or no adapter_config.json")
+    return manifest
+
+
+def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConfig,
+                  init_adapter: str | Path | None = None, progress: bool = True):
+    """TRL's SFTTrainer over rendered ``rows`` (prompt/completion messages): LoRA on the base model
+    (or on ``init_adapter``), loss on completion tokens only. Returns (trainer, time-limit callback)."""
+    import datasets
+    import torch
+    from peft import LoraConfig, PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    torch.manual_seed(config.seed)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    peft_config = None
+    if init_adapter:
+        model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+    else:
+        peft_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                                 target_modules=config.target_modules, task_type="CAUSAL_LM")
+    dataset = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
+    args = SFTConfig(
+        output_dir=str(out / "checkpoints"), num_train_epochs=config.epochs, max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate, lr_scheduler_type="cosine", warmup_steps=config.warmup_ratio,
+        logging_steps=LOG_EVERY_STEPS, save_steps=config.save_steps, save_total_limit=2, seed=config.seed,
+        data_seed=config.seed, max_length=config.max_length, completion_only_loss=True, packing=False,
+        use_cpu=config.device == "cpu", bf16=config.device == "cuda", report_to="none",
+        dataloader_num_workers=0, disable_tqdm=not progress, train_sampling_strategy="group_by_length")
+    limit = _time_limit(config.max_minutes * 60)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=peft_config, callbacks=[limit])
+    return trainer, limit
+
+
+def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = DEFAULT_MODEL,
+          config: LoRAConfig = LoRAConfig(), sources: dict | None = None, init_adapter: str | Path | None = None,
+          resume: bool = True, progress: bool = True) -> dict:
+    """Train a LoRA adapter on ``examples`` into ``out_dir`` and return its manifest.
+
+    ``init_adapter`` continues from an existing adapter (expert iteration round 2). ``sources``
+    describes where the examples came from; it goes into the manifest. A run stopped by
+    ``max_minutes`` writes its adapter and keeps its checkpoints, so the same call continues it."""
+    if len(examples) < MIN_EXAMPLES:
+        raise ConfigError("no training examples: every source came back empty")
+    import torch
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / ADAPTER_MANIFEST).unlink(missing_ok=True)  # unfinished until written again
+    if init_adapter:
+        read_manifest(init_adapter)
+    model_dir, base = base_model_info(base_model)
+    rows = [{**render(ex), "id": ex.id, "source": ex.source, "format": ex.format} for ex in examples]
+    with open(out / "data.jsonl", "w") as fh:
+        fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    trainer, limit = build_trainer(rows, out, model_dir, config, init_adapter, progress)
+    checkpoint = resume and any((out / "checkpoints").glob("checkpoint-*"))
+    started = time.time()
+    result = trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    seconds = time.time() - started
+
+    trainer.model.save_pretrained(out)
+    if config.save_dtype == "bfloat16":
+        _cast_adapter(out / "adapter_model.safetensors", torch.bfloat16)
+    _portable_config(out, base)
+    log = trainer.state.log_history
+    (out / "log.json").write_text(json.dumps(log, indent=1) + "\n")
+    losses = [(int(e["step"]), float(e["loss"])) for e in log if "loss" in e]
+    plot_loss(losses, out / "loss.png", title=f"LoRA r={config.rank} on {base['name']}")
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[f"{r['source']}:{r['format']}"] = counts.get(f"{r['source']}:{r['format']}", 0) + 1
+    manifest = {
+        "version": ADAPTER_MANIFEST_VERSION, "name": out.name, "base_model": base, "init_adapter": str(init_adapter) if init_adapter else None,
+        "data": {"examples": len(rows), "by_source_format": counts, "ids": sorted({r["id"] for r in rows}),
+                 "sources": sources or {}},
+        "hyperparameters": asdict(config),
+        "training": {"steps": trainer.state.global_step, "max_steps": trainer.state.max_steps,
+                     "epochs": round(trainer.state.epoch or 0, 4), "seconds": round(seconds, 1),
+                     "resumed_from_checkpoint": bool(checkpoint), "stopped_by_time_limit": limit.fired,
+                     "final_loss": losses[-1][1] if losses else None,
+                     "mean_loss": round(float(result.training_loss), 4) if result.training_loss else None,
+                     "loss_first": losses[0][1] if losses else None},
+        "versions": _versions(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    (out / ADAPTER_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    if not limit.fired:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return manifest
+
+
+def _time_limit(seconds: float):
+    """A TrainerCallback that stops training (saving a checkpoint) once ``seconds`` have passed."""
+    from transformers import TrainerCallback
+
+    class TimeLimit(TrainerCallback):
+        def __init__(self):
+            self.fired, self.started = False, time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.monotonic() - self.started > seconds:
+                self.fired = control.should_training_stop = control.should_save = True
+            return control
+
+    return TimeLimit()
+
+
+def _portable_config(out: Path, base: dict) -> None:
+    """Name the base model by its registry/hub name, not by this machine's cache path, and drop
+    PEFT's generated model card (the manifest documents the adapter)."""
+    path = out / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["base_model_name_or_path"] = base.get("hub_id") or base["name"]
+    path.write_text(json.dumps(config, indent=2) + "\n")
+    (out / "README.md").unlink(missing_ok=True)
+
+
+def _cast_adapter(path: Path, dtype) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k: v.to(dtype) for k, v in load_file(path).items()}
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
+def plot_loss(losses: list[tuple[int, float]], path: Path, title: str = "training loss") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if losses:
+        ax.plot([s for s, _ in losses], [v for _, v in losses], marker=".")
+    ax.set(xlabel="step", ylabel="loss (completion tokens)", title=title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

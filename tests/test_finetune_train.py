@@ -1,0 +1,91 @@
+"""The fine-tuning pipeline end to end on a tiny budget: ``reasonflow finetune`` trains a LoRA adapter
+for a few steps on 16 gold examples (the real base model, PEFT and TRL on CPU), writes a servable
+adapter with its manifest and loss curve, masks the prompt, and resumes from its checkpoint."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from reasonflow import data
+from reasonflow.cli import main
+from reasonflow.errors import ArtifactError
+from reasonflow.finetune import LoRAConfig, gold_examples, read_manifest, render, train
+from reasonflow.finetune.train import base_model_info, build_trainer
+
+TINY = dict(batch_size=4, max_length=512, save_steps=1)
+
+
+@pytest.fixture(scope="module")
+def examples(data_dir):
+    kept, _ = gold_examples(data.load("gsm8k", split="train", data_dir=data_dir, limit=24), ["pot"])
+    return kept[:16]
+
+
+@pytest.fixture(scope="module")
+def cli_adapter(data_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapters") / "tiny-pot"
+    code = main(["finetune", "--out", str(out), "--gold", "pot=16", "--max-steps", "2", "--batch-size", "4",
+                 "--data-dir", str(data_dir)])
+    assert code == 0
+    return out
+
+
+def test_cli_writes_a_servable_adapter_with_its_manifest(cli_adapter):
+    manifest = read_manifest(cli_adapter)
+    for name in ("adapter_model.safetensors", "adapter_config.json", "loss.png", "data.jsonl", "log.json"):
+        assert (cli_adapter / name).is_file(), name
+    assert (cli_adapter / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (cli_adapter / "checkpoints").exists()  # finished: checkpoints removed
+    assert manifest["name"] == "tiny-pot"
+    assert manifest["base_model"]["name"] == "smollm2-135m"
+    assert all(len(d) == 64 for d in manifest["base_model"]["weights_sha256"].values())
+    assert manifest["data"]["examples"] == 16 and manifest["data"]["by_source_format"] == {"gold:pot": 16}
+    assert len(manifest["data"]["ids"]) == 16 and manifest["data"]["sources"]["gold"]["pot"]["kept"] == 16
+    assert manifest["hyperparameters"]["rank"] == 16 and manifest["hyperparameters"]["target_modules"] == "all-linear"
+    assert manifest["training"]["steps"] == 2 and manifest["training"]["mean_loss"] > 0
+    assert set(manifest["versions"]) >= {"torch", "transformers", "peft", "trl"}
+    config = json.loads((cli_adapter / "adapter_config.json").read_text())
+    assert config["r"] == 16 and config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_adapter_is_saved_in_bf16_and_loads_with_peft(cli_adapter):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    tensors = load_file(cli_adapter / "adapter_model.safetensors")
+    assert tensors and all(t.dtype == torch.bfloat16 for t in tensors.values())
+    assert any("q_proj.lora_A" in k for k in tensors) and any("down_proj.lora_B" in k for k in tensors)
+    base = AutoModelForCausalLM.from_pretrained(base_model_info("smollm2-135m")[0], dtype=torch.float32)
+    model = PeftModel.from_pretrained(base, str(cli_adapter))
+    assert sum("lora_A" in name for name, _ in model.named_parameters()) == 30 * 7  # 30 layers x 7 linears
+
+
+def test_loss_covers_the_completion_only(examples, tmp_path):
+    rows = [render(ex) for ex in examples[:2]]
+    trainer, _ = build_trainer(rows, tmp_path, base_model_info("smollm2-135m")[0], LoRAConfig(max_steps=1, **TINY))
+    tokenizer = trainer.processing_class
+    for row, item in zip(rows, trainer.train_dataset):
+        learnt_ids = [t for t in item["labels"] if t != -100]  # -100: no loss
+        assert item["labels"][0] == -100 and 0 < len(learnt_ids) < len(item["input_ids"])
+        assert item["labels"][-len(learnt_ids):] == item["input_ids"][-len(learnt_ids):]  # the tail is learnt
+        learnt = tokenizer.decode(learnt_ids)
+        assert learnt.startswith(row["completion"][0]["content"])  # exactly the assistant's JSON (+ end token)
+        assert learnt.removeprefix(row["completion"][0]["content"]).strip() in ("<|im_end|>", "")
+
+
+def test_training_stopped_by_the_time_limit_resumes_from_its_checkpoint(examples, tmp_path):
+    first = train(examples[:8], tmp_path, config=LoRAConfig(max_steps=2, max_minutes=1e-6, **TINY), progress=False)
+    assert first["training"]["stopped_by_time_limit"] and first["training"]["steps"] == 1
+    assert list((tmp_path / "checkpoints").glob("checkpoint-1"))  # kept for the rerun
+    second = train(examples[:8], tmp_path, config=LoRAConfig(max_steps=2, **TINY), progress=False)
+    assert second["training"]["resumed_from_checkpoint"] and second["training"]["steps"] == 2
+    assert not second["training"]["stopped_by_time_limit"]
+
+
+def test_a_missing_adapter_is_a_typed_error(tmp_path):
+    with pytest.raises(ArtifactError):
+        read_manifest(tmp_path)
