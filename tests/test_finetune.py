@@ -131,3 +131,20 @@ def test_recipe_validates_its_sources():
         Recipe(gold=(), search=())
     with pytest.raises(ConfigError):
         Recipe(search=(("gsm8k.pot@8", 0),))
+
+
+def test_search_source_runs_the_program_on_train_questions_and_keeps_correct_programs(data_dir, tmp_path):
+    from reasonflow.finetune.recipe import collect_search
+
+    golds = {ex.question: ex.answer for ex in data.load("gsm8k", split="train", data_dir=data_dir, limit=3, seed=0)}
+
+    def script(call):  # two programs per question: one computes the gold answer, one is off by one
+        gold = golds[call.inputs["question"]]
+        return [{"code": f"x = {gold}\nanswer = x"}, {"code": f"answer = {gold} + 1"}]
+
+    recipe = Recipe(gold=(), search=(("gsm8k.pot@2", 3),), data_dir=str(data_dir))
+    kept, report = collect_search(recipe, tmp_path, lm=ScriptedLM(script), progress=False)
+    assert [k.outputs["code"] for k in kept] == [f"x = {g}\nanswer = x" for g in golds.values()]
+    assert {k.source for k in kept} == {"search:gsm8k.pot@2"} and {k.format for k in kept} == {"pot"}
+    assert report["gsm8k.pot@2"]["harvest"]["samples"] == 6 and report["gsm8k.pot@2"]["accuracy"] == 1.0  # ties go to the first program
+    assert (tmp_path / "search" / "gsm8k.pot@2" / "questions.jsonl").is_file()  # resumable bench run

@@ -27,7 +27,7 @@ from reasonflow.finetune.data import FORMATS, SFTExample, gold_examples, search_
 from reasonflow.finetune.train import LoRAConfig, read_manifest, train
 
 DATASET = "gsm8k"  # the one dataset with worked train solutions
-DEFAULT_GOLD = (("pot", 512), ("cot", 96))  # ~76 steps of 8: ~45 min at ~75 tok/s on 2 CPU cores (no AVX512)
+DEFAULT_GOLD = (("pot", 384), ("cot", 48))  # 54 steps of 8: ~45 min on 2 CPU cores without AVX512
 DEFAULT_SEARCH_CONCURRENCY = 8
 GOLD_POOL_FACTOR = 2  # rows read per wanted example (some solutions do not convert)
 
@@ -98,25 +98,28 @@ def _endpoint(base_url: str | None, model: str | None, init_adapter: str | Path 
         yield engine.base_url, (Path(init_adapter).name if init_adapter else model)
 
 
-def collect_search(recipe: Recipe, out: Path, base_url: str | None, model: str | None,
-                   init_adapter: str | Path | None, progress: bool = True) -> tuple[list[SFTExample], dict]:
+def collect_search(recipe: Recipe, out: Path, base_url: str | None = None, model: str | None = None,
+                   init_adapter: str | Path | None = None, progress: bool = True,
+                   lm=None) -> tuple[list[SFTExample], dict]:
+    """Run each search program over its train questions (through the bench, into OUT/search/) and
+    harvest the correct samples. ``lm`` (a dspy.LM) replaces the endpoint, e.g. a ScriptedLM."""
     from reasonflow.bench import run_bench
 
     kept, report = [], {}
     if not recipe.search:
         return kept, report
-    with _endpoint(base_url, model, init_adapter) as (url, served):
+    endpoint = contextlib.nullcontext((None, model)) if lm is not None else _endpoint(base_url, model, init_adapter)
+    with endpoint as (url, served):
         for program, count in recipe.search:
             bench_dir = out / "search" / program.replace("/", "_")
             results = run_bench([program], DATASET, split="train", limit=count, offset=recipe.search_offset,
                                 seed=recipe.seed, data_dir=recipe.data_dir, base_url=url, model=served,
-                                concurrency=DEFAULT_SEARCH_CONCURRENCY, out_dir=bench_dir,
+                                concurrency=DEFAULT_SEARCH_CONCURRENCY, out_dir=bench_dir, lm=lm,
                                 resume=(bench_dir / "questions.jsonl").exists(), html_traces=0, progress=progress)
             examples, counts = search_examples(bench_dir, _format_of(program))
             kept += examples
-            summary = results["results"][0]
-            report[program] = {"questions": count, "offset": recipe.search_offset, "model": served,
-                               "accuracy": summary.get("accuracy"), "harvest": counts}
+            report[program] = {"questions": count, "offset": recipe.search_offset, "model": served or results["model"],
+                               "accuracy": results["results"][0]["accuracy"], "harvest": counts}
     return kept, report
 
 
