@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--out", required=True, help="adapter directory, e.g. programs/adapters/NAME")
     ft.add_argument("--gold", action="append", metavar="FORMAT=N",
                     help="N GSM8K train gold solutions in FORMAT (pot or cot); repeatable "
-                         "(default: pot=384 and cot=48 unless --search is given)")
+                         "(default: pot=256 unless --search is given)")
     ft.add_argument("--search", action="append", metavar="PROGRAM=N",
                     help="run PROGRAM over N train questions and keep its correct samples; repeatable")
     ft.add_argument("--search-offset", type=int, default=0, help="first train row (after the seeded shuffle) to search")

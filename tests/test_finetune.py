@@ -24,19 +24,21 @@ NATALIA_S = ("Natalia sold 48/2 = <<48/2=24>>24 clips in May.\n"
              "Natalia sold 48+24 = <<48+24=72>>72 clips altogether in April and May.\n#### 72")
 
 
-def test_calculator_notes_become_python_lines_that_reuse_earlier_results():
-    code, why = solution_to_program(NATALIA_Q, NATALIA_S, "72")
+def test_calculator_notes_become_python_statements_that_reuse_earlier_results():
+    assert solution_to_program(NATALIA_Q, NATALIA_S, "72") == ("n1 = 48/2; n2 = 48+n1; answer = n2", "ok")
+    code, why = solution_to_program(NATALIA_Q, NATALIA_S, "72", commented=True)
     assert why == "ok"
     assert code.splitlines() == ["# Natalia sold n1 clips in May.", "n1 = 48/2",
                                  "# Natalia sold n2 clips altogether in April and May.", "n2 = 48+n1",
                                  "answer = n2"]
+    assert run_code(code).answer == run_code(solution_to_program(NATALIA_Q, NATALIA_S, "72")[0]).answer == 72
 
 
 def test_a_literal_that_is_also_in_the_question_stays_a_literal():
     q = "Tom has 24 apples and buys 48/2 more. How many?"
     s = "He buys 48/2 = <<48/2=24>>24.\nHe has 24+24 = <<24+24=48>>48.\n#### 48"
     code, why = solution_to_program(q, s, "48")
-    assert why == "ok" and "n2 = 24+24" in code
+    assert why == "ok" and "n2 = 24+24;" in code
 
 
 @pytest.mark.parametrize("solution, gold, reason", [
@@ -53,7 +55,7 @@ def test_solutions_that_do_not_convert_are_dropped_with_a_reason(solution, gold,
 def test_results_with_thousands_separators_and_x_for_times_convert():
     code, why = solution_to_program("A box holds 250. How many in 4 boxes?",
                                     "4 x 250 = <<4*250=1,000>>1,000 in all.\n#### 1,000", "1000")
-    assert why == "ok" and code.endswith("answer = n1")
+    assert (code, why) == ("n1 = 4*250; answer = n1", "ok")
 
 
 def test_cot_variant_is_the_solution_without_notes():
@@ -81,7 +83,7 @@ def test_gold_examples_refuse_examples_without_a_solution(data_dir):
 
 @pytest.mark.parametrize("fmt", sorted(FORMATS))
 def test_render_prompt_is_exactly_what_the_program_sends_at_inference(fmt):
-    outputs = {"code": "n1 = 48/2\nanswer = 48+n1"} if fmt == "pot" else {"reasoning": "48/2 = 24", "answer": "72"}
+    outputs = {"code": "n1 = 48/2; answer = 48+n1"} if fmt == "pot" else {"reasoning": "48/2 = 24", "answer": "72"}
     example = SFTExample("gsm8k:train:0", "gold", fmt, NATALIA_Q, outputs)
     rendered = render(example)
     lm = ScriptedLM(lambda call: outputs)

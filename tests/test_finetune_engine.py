@@ -44,5 +44,5 @@ def test_bench_measures_the_adapter_with_model(engine, data_dir, tmp_path):
     rows = [json.loads(line) for line in (out / "questions.jsonl").read_text().splitlines()]
     programs = [node["text"] for row in rows for node in Trace.load(out / row["trace"]).graph.nodes.values()
                 if node["depth"] == 1]
-    # The adapter writes the trained format (a comment per step, then n1 = ...); the base model does not
+    # The adapter writes the trained format (n1 = ...; n2 = ...; answer = nK); the base model does not
     assert len(programs) == 3 and sum(bool(re.search(r"^n1 = ", p, re.M)) for p in programs) >= 2, programs

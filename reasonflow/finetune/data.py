@@ -3,10 +3,11 @@
 Two sources, each example tagged with where it came from (``source`` and the dataset row ``id``):
 
 - **gold**: GSM8K train solutions. A solution's calculator notes (``48/2 = <<48/2=24>>24``) become
-  Python lines (``n1 = 48/2``) for Program-of-Thought, each preceded by its sentence as a comment
-  with the result replaced by the variable's name; a number in a note that repeats an earlier
-  result (and is not in the question) becomes that variable, so the program never asks the model
-  for arithmetic. Every converted program is executed (arithmetic only, checked on the AST) and kept
+  Python statements for Program-of-Thought, on one line: ``n1 = 48/2; n2 = 48+n1; answer = n2``.
+  A number in a note that repeats an earlier result (and is not in the question) becomes that
+  variable, so the program never asks the model for arithmetic. ``commented=True`` gives the
+  multi-line variant with each sentence as a comment (see ``PROGRAM_SEPARATOR`` for why it is not
+  the default). Every converted program is executed (arithmetic only, checked on the AST) and kept
   only when it reproduces every note and the gold answer. The CoT variant is the solution text with
   the notes removed.
 - **search** (rejection sampling / expert iteration): the bench's traces of a program run over train
@@ -37,6 +38,11 @@ from reasonflow.errors import ConfigError, DatasetError
 # Output formats: the registered program whose signature renders the example.
 FORMATS: dict[str, str] = {"pot": "gsm8k.pot", "cot": "gsm8k.cot"}
 MAX_POWER_EXPONENT = 10  # a calculator note like 2**1000000 is not arithmetic we run
+# Statements are joined with "; " on one line. Inside the JSON string a newline is the escape "\n",
+# and SmolLM2's tokenizer merges it with what follows (".\\", "nn", "1" for ".\nn1"): the first
+# adapter, trained on the commented multi-line format, wrote its programs on one line with spaces
+# for newlines, so every program after the first comment was a comment (measured on the engine).
+PROGRAM_SEPARATOR = "; "
 _NOTE = re.compile(r"<<([^<>=]+)=([^<>]*)>>")
 # A note with the prose that restates it: "48/2 = <<48/2=24>>24", "0.2 x 50 = $<<0.2*50=10>>10"
 _NOTE_IN_PROSE = re.compile(r"(?<![A-Za-z])(?:[-\d.,\s+*/x×÷()$%]*=\s*)?\$?<<([^<>=]+)=([^<>]*)>>(-?[\d.,]*\d)?")
@@ -87,7 +93,7 @@ def _numbers_in(text: str) -> set[float]:
     return {float(m.replace(",", "")) for m in re.findall(r"\d[\d,]*\.?\d*|\.\d+", text) if m.strip(",.")}
 
 
-def solution_to_program(question: str, solution: str, gold: str) -> tuple[str | None, str]:
+def solution_to_program(question: str, solution: str, gold: str, commented: bool = False) -> tuple[str | None, str]:
     """A GSM8K solution as a PoT program: (code, "ok"), or (None, why it was dropped)."""
     body = solution.split("####")[0]
     in_question = _numbers_in(question)
@@ -108,14 +114,15 @@ def solution_to_program(question: str, solution: str, gold: str) -> tuple[str | 
             env[name] = value
             code.append(f"{name} = {expr.strip()}")
         names = iter(f"n{base + i + 1}" for i in range(len(code)))
-        comment = _NOTE_IN_PROSE.sub(lambda m: f" {next(names)}", text).strip()
-        lines.append("# " + re.sub(r"\s+", " ", comment))
+        if commented:
+            comment = _NOTE_IN_PROSE.sub(lambda m: f" {next(names)}", text).strip()
+            lines.append("# " + re.sub(r"\s+", " ", comment))
         lines.extend(code)
     final = next((name for name in reversed(env) if numbers_equal(env[name], gold)), None)
     if final is None:
         return None, "no_note_gives_gold"
     lines.append(f"answer = {final}")
-    return "\n".join(lines), "ok"
+    return ("\n" if commented else PROGRAM_SEPARATOR).join(lines), "ok"
 
 
 def _reuse_results(expr: str, env: dict[str, float], in_question: set[float]) -> str:

@@ -53,7 +53,7 @@ class LoRAConfig:
     max_steps: int = -1  # > 0 overrides epochs
     batch_size: int = 8
     grad_accum: int = 1
-    max_length: int = 512  # tokens of prompt + completion; longer examples are dropped, not cut
+    max_length: int = 512  # tokens of prompt + completion; TRL truncates longer ones (PoT code is capped at 800 chars)
     warmup_ratio: float = 0.05
     seed: int = 0
     max_minutes: float = DEFAULT_FINETUNE_MAX_MINUTES
