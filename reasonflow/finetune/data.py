@@ -113,8 +113,8 @@ def solution_to_program(question: str, solution: str, gold: str, commented: bool
                 return None, "note_mismatch"
             env[name] = value
             code.append(f"{name} = {expr.strip()}")
-        names = iter(f"n{base + i + 1}" for i in range(len(code)))
-        if commented:
+        if commented:  # the sentence, with each note (and the prose restating it) replaced by its variable
+            names = iter(f"n{base + i + 1}" for i in range(len(code)))
             comment = _NOTE_IN_PROSE.sub(lambda m: f" {next(names)}", text).strip()
             lines.append("# " + re.sub(r"\s+", " ", comment))
         lines.extend(code)
