@@ -25,6 +25,7 @@ never reach the gold answer are dropped (and counted), not repaired.
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 from collections import Counter
@@ -213,8 +214,10 @@ def search_examples(bench_dir: str | Path, fmt: str, max_per_question: int = 4) 
     return kept, dict(counts)
 
 
+@functools.lru_cache(maxsize=None)
 def _signature(fmt: str):
-    """The signature the registered program's predictor calls the model with."""
+    """The signature the registered program's predictor calls the model with (built once per
+    format: ``render`` runs for every training example)."""
     from reasonflow.registry import get_program
 
     program = get_program(FORMATS[fmt])
