@@ -1,4 +1,5 @@
-"""The ``reasonflow`` command line: ``engine``, ``run``, ``bench``, ``compile``, ``serve``, ``finetune``, ``trace``.
+"""The ``reasonflow`` command line: ``engine``, ``run``, ``bench``, ``compile``, ``serve``, ``finetune``, ``merge``,
+``trace``.
 
     reasonflow engine up [--model smollm2-135m|DIR] [--lora NAME=DIR ...]
     reasonflow engine status          # exit 1 when no engine answers
@@ -6,6 +7,7 @@
     reasonflow run gsm8k.tot --question "..." [--base-url URL] [--trace-out DIR]
     reasonflow trace show trace.json  |  reasonflow trace html trace.json -o trace.html
     reasonflow finetune --out programs/adapters/NAME [--gold pot=640 --gold cot=160] [--search gsm8k.pot@8=200]
+    reasonflow merge programs/adapters/NAME --out DIR   # then: reasonflow engine up --model DIR
 
 Each subcommand is a thin layer over the library; errors from reasonflow print as one line
 (``error: ...``) with exit status 2, never as a traceback.
@@ -147,6 +149,15 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    from reasonflow.finetune import merge
+
+    manifest = merge(args.adapter, args.out, base_model=args.base_model)
+    print(f"wrote {args.out} (serve it: reasonflow engine up --model {args.out}; "
+          f"served as {manifest['name']!r})")
+    return 0
+
+
 def cmd_trace(args) -> int:
     from reasonflow.trace import Trace
 
@@ -226,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--device", default=Lora.device, choices=["cpu", "cuda"])
     ft.add_argument("--no-resume", action="store_true", help="start over instead of continuing from a checkpoint")
     ft.set_defaults(func=cmd_finetune)
+
+    mrg = sub.add_parser("merge", help="fold a LoRA adapter into the base weights (full-speed serving on CPU)")
+    mrg.add_argument("adapter", help="adapter directory made by `reasonflow finetune`")
+    mrg.add_argument("--out", required=True, help="new model directory; its name is the served model name")
+    mrg.add_argument("--base-model", default=EngineConfig.model, help="registered model name or local HF directory")
+    mrg.set_defaults(func=cmd_merge)
 
     trace = sub.add_parser("trace", help="summarise a trace file or render it to HTML")
     trace.add_argument("action", choices=["show", "html"])

@@ -89,3 +89,25 @@ def test_training_stopped_by_the_time_limit_resumes_from_its_checkpoint(examples
 def test_a_missing_adapter_is_a_typed_error(tmp_path):
     with pytest.raises(ArtifactError):
         read_manifest(tmp_path)
+
+
+def test_merged_model_computes_what_base_plus_adapter_computes(cli_adapter, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out = tmp_path / "tiny-pot-merged"
+    assert main(["merge", str(cli_adapter), "--out", str(out)]) == 0
+    manifest = json.loads((out / "reasonflow-merged.json").read_text())
+    assert manifest["name"] == "tiny-pot-merged" and manifest["adapter_manifest"]["name"] == "tiny-pot"
+    assert all(len(d) == 64 for d in manifest["weights_sha256"].values())
+    base_dir = base_model_info("smollm2-135m")[0]
+    ids = AutoTokenizer.from_pretrained(out)("n1 = 48/2; n2 = 48+n1; answer = n2", return_tensors="pt").input_ids
+    with torch.no_grad():
+        merged = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)(ids).logits
+        base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+        plain = base(ids).logits
+        adapted = PeftModel.from_pretrained(base, str(cli_adapter))(ids).logits
+    assert (adapted - plain).abs().max() > 1e-3  # the adapter changes the model ...
+    assert torch.allclose(merged, adapted, atol=1e-3)  # ... and the merged weights carry exactly that change
+    assert main(["merge", str(cli_adapter), "--out", str(out)]) == 2  # never over an existing model
