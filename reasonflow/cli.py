@@ -137,6 +137,7 @@ def cmd_finetune(args) -> int:
                       seed=args.seed, max_minutes=args.max_minutes, device=args.device)
     gold = _count_pairs(args.gold, "--gold") if args.gold is not None else (Recipe.gold if not args.search else ())
     recipe = Recipe(gold=gold, search=_count_pairs(args.search, "--search"), search_offset=args.search_offset,
+                    gold_offset=args.gold_offset,
                     seed=args.seed, data_dir=args.data_dir, lora=lora)
     manifest = finetune(args.out, recipe, base_url=args.base_url, model=args.model,
                         init_adapter=args.init_adapter, resume=not args.no_resume)
@@ -221,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--search", action="append", metavar="PROGRAM=N",
                     help="run PROGRAM over N train questions and keep its correct samples; repeatable")
     ft.add_argument("--search-offset", type=int, default=0, help="first train row (after the seeded shuffle) to search")
+    ft.add_argument("--gold-offset", type=int, default=0, help="first train row (after the seeded shuffle) for gold")
     ft.add_argument("--init-adapter", help="continue from this adapter and search with it (expert iteration round 2)")
     ft.add_argument("--base-url", help="endpoint to search with (default: an embedded engine, stopped before training)")
     ft.add_argument("--model", help="served model or adapter to search with at --base-url")

@@ -133,6 +133,17 @@ def test_recipe_validates_its_sources():
         Recipe(gold=(), search=())
     with pytest.raises(ConfigError):
         Recipe(search=(("gsm8k.pot@8", 0),))
+    with pytest.raises(ConfigError):
+        Recipe(gold_offset=-1)
+
+
+def test_gold_offset_takes_new_train_rows(data_dir):
+    from reasonflow.finetune.recipe import collect_gold
+
+    first, _ = collect_gold(Recipe(gold=(("pot", 8),), data_dir=str(data_dir)))
+    later, report = collect_gold(Recipe(gold=(("pot", 8),), gold_offset=16, data_dir=str(data_dir)))
+    assert len(first) == len(later) == 8 and report["pot"]["offset"] == 16
+    assert not {ex.id for ex in first} & {ex.id for ex in later}  # 8 of the first 16 rows vs rows 16+
 
 
 def test_search_source_runs_the_program_on_train_questions_and_keeps_correct_programs(data_dir, tmp_path):

@@ -42,3 +42,21 @@ def test_readme_python_example_runs(engine, tmp_path):
                           cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip(), "the example printed nothing"
+
+
+def test_readme_cli_commands_parse():
+    """Every ``reasonflow ...`` command in the README's shell blocks names real subcommands and flags."""
+    import shlex
+
+    from reasonflow.cli import build_parser
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README.read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("#")[0].split("&&"):
+                words = shlex.split(part)
+                if words[:1] == ["reasonflow"]:
+                    commands.append(words[1:])
+    assert len(commands) >= 8 and any(c[0] == "merge" for c in commands)
+    for argv in commands:
+        build_parser().parse_args(argv)  # argparse exits (SystemExit) on an unknown subcommand or flag

