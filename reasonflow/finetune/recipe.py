@@ -13,8 +13,9 @@ LoRA path decodes about 3x slower, and the search is the long part of a round.
 
 Questions come from the train split in the order of ``seed``'s shuffle: gold takes the rows from
 ``gold_offset`` on (skipping the ones a format cannot convert, until it has its count), search takes
-the rows from ``search_offset`` on. Round 2 gives both offsets past round 1's rows to see new questions. The search runs through the bench (``run_bench``) into ``OUT/search/``, so it
-is resumable and its traces stay inspectable.
+the rows from ``search_offset`` on; round 2 gives both offsets past round 1's rows to see new
+questions. The search runs through the bench (``run_bench``) into ``OUT/search/``, so it is resumable
+and its traces stay inspectable.
 """
 
 from __future__ import annotations
