@@ -14,5 +14,5 @@ from reasonflow.finetune.merge import merge
 from reasonflow.finetune.recipe import Recipe, finetune
 from reasonflow.finetune.train import LoRAConfig, read_manifest, train
 
-__all__ = ["FORMATS", "LoRAConfig", "Recipe", "SFTExample", "finetune", "gold_examples", "merge", "read_manifest", "render",
-           "search_examples", "train"]
+__all__ = ["FORMATS", "LoRAConfig", "Recipe", "SFTExample", "finetune", "gold_examples", "merge", "read_manifest",
+           "render", "search_examples", "train"]
