@@ -86,6 +86,20 @@ def test_training_stopped_by_the_time_limit_resumes_from_its_checkpoint(examples
     assert not second["training"]["stopped_by_time_limit"]
 
 
+def test_training_on_from_an_adapter_never_asks_the_hub(cli_adapter, examples, tmp_path, monkeypatch):
+    import peft.utils.save_and_load as peft_save
+
+    def no_hub(repo_id, filename, **kwargs):
+        raise AssertionError(f"PEFT looked up {filename} in {repo_id} on the hub")
+
+    monkeypatch.setattr(peft_save, "check_file_exists_on_hf_hub", no_hub)
+    manifest = train(examples[:4], tmp_path, config=LoRAConfig(max_steps=1, **TINY), init_adapter=cli_adapter,
+                     progress=False)
+    assert manifest["init_adapter"] == str(cli_adapter) and manifest["training"]["steps"] == 1
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"  # portable again
+
+
 def test_a_missing_adapter_is_a_typed_error(tmp_path):
     with pytest.raises(ArtifactError):
         read_manifest(tmp_path)

@@ -127,6 +127,10 @@ def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConf
     peft_config = None
     if init_adapter:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
+        # The saved config names the base by its hub id (_portable_config); pointed back at the local
+        # weights, PEFT's save (checkpoints, final) reads config.json there instead of asking the hub.
+        for adapter_config in model.peft_config.values():
+            adapter_config.base_model_name_or_path = str(model_dir)
     else:
         peft_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                                  target_modules=config.target_modules, task_type="CAUSAL_LM")
