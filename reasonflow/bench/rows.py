@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,7 @@ class RowStore:
                                   "or choose another --out")
             self._load()
         self._file = path.open("a", encoding="utf-8")
+        self._lock = threading.Lock()
 
     def _load(self) -> None:
         data = self.path.read_bytes()
@@ -87,9 +89,11 @@ class RowStore:
                 log.warning("%s line %d is not a result row; that question runs again", self.path, number)
 
     def append(self, row: dict) -> None:
-        self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
-        self._file.flush()
-        self.rows[(row["program"], row["id"])] = row
+        """Write one row; called from the bench's worker threads."""
+        with self._lock:
+            self._file.write(json.dumps(row, ensure_ascii=False) + "\n")
+            self._file.flush()
+            self.rows[(row["program"], row["id"])] = row
 
     def close(self) -> None:
         self._file.close()

@@ -132,14 +132,16 @@ async def _run_program(name, program, todo, lm, store, out, concurrency, html_tr
     async def one(index, example):
         async with gate:
             outcome = await ask(program, example.question, lm, timeout_s)
-        finishing = asyncio.ensure_future(
-            asyncio.to_thread(finish, name, program, index, example, outcome, out, html_traces))
-        try:
-            row = await asyncio.shield(finishing)
-        except asyncio.CancelledError:  # Ctrl-C: this answer is paid for, so keep its row, then stop
-            store.append(await finishing)
-            raise
-        store.append(row)
+
+        def finish_and_store() -> dict:
+            row = finish(name, program, index, example, outcome, out, html_traces)
+            store.append(row)
+            return row
+
+        # Scored and stored in a worker thread: a Ctrl-C cancels this coroutine (asyncio.run's shutdown
+        # cancels it once more), but the answer is paid for, and asyncio.run joins its worker threads
+        # before it returns, so the row is written all the same.
+        row = await asyncio.to_thread(finish_and_store)
         done["questions"] += 1
         done["correct"] += row["correct"]
         done["tokens"] += row["completion_tokens"]
