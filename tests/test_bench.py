@@ -232,7 +232,13 @@ def test_an_interrupted_run_keeps_finished_questions_and_resume_completes_it(tmp
     # Question 0 is still being scored (its HTML trace written, say) when Ctrl-C lands on question 2:
     # its row must survive the cancellation all the same.
     finish = runner.finish
-    monkeypatch.setattr(runner, "finish", lambda *a: (time.sleep(1.0) if a[2] == 0 else None) or finish(*a))
+
+    def slow_first(name, program, index, *rest):
+        if index == 0:
+            time.sleep(1.0)
+        return finish(name, program, index, *rest)
+
+    monkeypatch.setattr(runner, "finish", slow_first)
     # A process started in the background by a non-interactive shell inherits SIGINT as ignored, and
     # Python then installs no KeyboardInterrupt handler: put Python's own back for this test.
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
