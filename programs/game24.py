@@ -1,11 +1,13 @@
-"""Game of 24 programs: tree of thought as in the ToT paper, and a chain-of-thought baseline.
+"""Game of 24 programs: tree of thought as in the ToT paper, over the game's legal moves, and CoT.
 
-A ToT step combines two of the remaining numbers: ``a op b = c (left: ...)``. The validator rejects a
-step whose operands are not among the remaining numbers or whose arithmetic is wrong (exact
-fractions). The numbers left are always recomputed from the steps, never read from the model's
-"(left: ...)" text, and shown to the model with each state. A state with one number left is terminal;
-its value is 1 if that number is 24, else 0. The final expression is rebuilt from the steps and
-checked by ``checking.game24_check``; other states are valued by the LM (sure/likely/impossible).
+A ToT step is a move ``a op b = c`` on the numbers left. The moves are the task's action space
+(``checking.game24.legal_moves``: results computed exactly, fractions written ``8/3``), so the
+proposer is guided to legal moves only, and the model sees just the numbers left: a state is the
+multiset of numbers, whichever path reached it (states with the same numbers are one state). A state
+with one number left is terminal, valued 1 if it is 24; other states are valued by the LM (by its
+verdict probabilities, ``value_scoring="logprob"``), and the final expression is rebuilt from the
+moves and checked by ``checking.game24_check``. ``game24.tot:random`` and ``game24.tot:exact`` run the
+same search with a uniform random policy and with a perfect one (``checking.game24.reachable``).
 """
 
 from __future__ import annotations
@@ -16,15 +18,14 @@ from fractions import Fraction
 import dspy
 
 from reasonflow.checking import game24_check
+from reasonflow.checking.game24 import fmt_number, legal_moves, reachable, start_state
 from reasonflow.registry import register
 from reasonflow.search import Task
 from reasonflow.search.task import Verdict
 from reasonflow.strategies import ChainOfThought, SelfConsistency, TreeOfThought
 
-_NUM = r"-?\d+(?:\.\d+)?"
-_STEP = re.compile(rf"^\s*({_NUM})\s*([-+*/×÷x])\s*({_NUM})\s*=\s*({_NUM}(?:/\d+)?)")
-_OPS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
-TOLERANCE = Fraction(1, 10_000)  # decimals the model writes for fractions (8/3 ~ 2.6667)
+_OPERAND = r"\d+(?:/\d+)?"
+_MOVE = re.compile(rf"^({_OPERAND}) ([-+*/]) ({_OPERAND}) = ({_OPERAND})$")
 
 
 class SolveGame24(dspy.Signature):
@@ -36,89 +37,87 @@ class SolveGame24(dspy.Signature):
 
 
 class ProposeGame24Step(dspy.Signature):
-    """Game of 24: pick two of the numbers left and combine them with + - * or / to get a new number.
-    Write exactly one step as "a op b = c (left: remaining numbers)"."""
+    """Game of 24: combine two of the numbers with + - * or / so that 24 can still be made from the
+    numbers left. Give one move."""
 
-    question: str = dspy.InputField(desc="the four starting numbers")
-    steps: str = dspy.InputField(desc="steps so far, then the numbers left")
-    next_step: str = dspy.OutputField(desc="e.g. 4 + 8 = 12 (left: 6 12)", max_chars=60)
+    numbers: str = dspy.InputField(desc="the numbers left")
+    next_step: str = dspy.OutputField(desc="a move, e.g. 4 + 8 = 12", max_chars=40)
 
 
 class ValueGame24(dspy.Signature):
-    """Game of 24: judge whether the numbers left can still reach 24 with + - * /:
-    sure, likely or impossible."""
+    """Game of 24: can these numbers still make 24, each used once, with + - * /?
+    Answer sure, likely or impossible."""
 
-    question: str = dspy.InputField()
-    steps: str = dspy.InputField(desc="steps so far, then the numbers left")
+    numbers: str = dspy.InputField(desc="the numbers left")
     verdict: Verdict = dspy.OutputField()
 
 
-def _number(text: str) -> Fraction:
-    return Fraction(text)
-
-
-def _fmt(value: Fraction) -> str:
-    return str(value.numerator) if value.denominator == 1 else f"{float(value):.4g}"
-
-
-def _take(pool: list[tuple[Fraction, str]], value: Fraction) -> tuple[Fraction, str] | None:
-    for i, (v, expr) in enumerate(pool):
-        if abs(v - value) <= TOLERANCE:
-            return pool.pop(i)
-    return None
-
-
-def apply_step(pool: list[tuple[Fraction, str]], step: str) -> list[tuple[Fraction, str]] | None:
-    """The (value, expression) pool after ``step``, or None when the step is illegal."""
-    match = _STEP.match(step.replace("×", "*").replace("÷", "/"))
-    if not match:
-        return None
-    a_txt, op, b_txt, c_txt = match.groups()
-    op = "*" if op in "x×" else "/" if op == "÷" else op
-    pool = list(pool)
-    a, b = _take(pool, _number(a_txt)), _take(pool, _number(b_txt))
-    if a is None or b is None or (op == "/" and b[0] == 0):
-        return None
-    c = _OPS[op](a[0], b[0])
-    if abs(c - Fraction(c_txt)) > TOLERANCE:
-        return None
-    return pool + [(c, f"({a[1]} {op} {b[1]})")]
-
-
-def state(question: str, steps: list[str]) -> list[tuple[Fraction, str]] | None:
-    pool = [(Fraction(int(n)), n) for n in question.split()]
+def numbers_left(question: str, steps: list[str]) -> tuple[Fraction, ...] | None:
+    """The numbers left after ``steps`` (sorted), or None when a step is not a legal move."""
+    state = start_state(question)
     for step in steps:
-        pool = apply_step(pool, step)
-        if pool is None:
+        after = dict(legal_moves(state)).get(step.strip())
+        if after is None:
             return None
-    return pool
+        state = after
+    return state
 
 
-def valid_step(question: str, steps: list[str], step: str) -> bool:
-    pool = state(question, steps)
-    return pool is not None and len(pool) > 1 and apply_step(pool, step) is not None
+def _text(state) -> str:
+    return " ".join(fmt_number(v) for v in state)
+
+
+def actions(question: str, steps: list[str]) -> list[str]:
+    state = numbers_left(question, steps)
+    return [text for text, _ in legal_moves(state)] if state and len(state) > 1 else []
+
+
+def inputs(question: str, steps: list[str]) -> dict:
+    return {"numbers": _text(numbers_left(question, steps) or ())}
+
+
+def state_key(question: str, steps: list[str]) -> str:
+    state = numbers_left(question, steps)
+    return _text(state) if state is not None else "illegal: " + " | ".join(steps)
 
 
 def render(question: str, steps: list[str]) -> str:
-    pool = state(question, steps) or []
-    return "\n".join(steps + [f"left: {' '.join(_fmt(v) for v, _ in pool)}"])
+    return "\n".join(steps + [f"left: {_text(numbers_left(question, steps) or ())}"])
 
 
 def terminal(question: str, steps: list[str]) -> bool:
-    pool = state(question, steps)
-    return pool is not None and len(pool) == 1
+    state = numbers_left(question, steps)
+    return state is not None and len(state) == 1
+
+
+def exact_value(question: str, steps: list[str]) -> float:
+    state = numbers_left(question, steps)
+    return float(state is not None and reachable(state))
 
 
 def value(question: str, steps: list[str]) -> float | None:
-    pool = state(question, steps)
-    if pool is None:
+    state = numbers_left(question, steps)
+    if state is None:
         return 0.0
-    return (1.0 if pool[0][0] == 24 else 0.0) if len(pool) == 1 else None
+    return float(state[0] == 24) if len(state) == 1 else None
 
 
 def final_answer(question: str, steps: list[str]) -> str | None:
-    pool = state(question, steps)
-    if pool is None or len(pool) != 1:
+    """The expression the moves build, e.g. ``(4 + 8) * (6 - 4)``, if it checks as a solution."""
+    pool = [(Fraction(n), n) for n in question.split()]
+    for step in steps:
+        match = _MOVE.match(step.strip())
+        if not match:
+            return None
+        a, op, b, _ = match.groups()
+        exprs = []
+        for operand in (Fraction(a), Fraction(b)):
+            i = next((i for i, (v, _) in enumerate(pool) if v == operand), None)
+            if i is None:
+                return None
+            exprs.append(pool.pop(i)[1])
+        pool.append((Fraction(match.group(4)), f"({exprs[0]} {op} {exprs[1]})"))
+    if len(pool) != 1:
         return None
     expr = pool[0][1]
     expr = expr[1:-1] if expr.startswith("(") and expr.endswith(")") else expr
@@ -129,9 +128,9 @@ def _equivalent(a, b) -> bool:
     return str(a).replace(" ", "") == str(b).replace(" ", "")
 
 
-GAME24 = Task("game24", solve=SolveGame24, propose=ProposeGame24Step, value=ValueGame24, equivalent=_equivalent,
-              validate_step=valid_step, value_fn=value, is_terminal=terminal, final_answer=final_answer,
-              render=render)
+GAME24 = Task("game24", solve=SolveGame24, propose=ProposeGame24Step, value=ValueGame24, answer=None, equivalent=_equivalent,
+              value_fn=value, is_terminal=terminal, final_answer=final_answer, render=render, inputs=inputs,
+              state_key=state_key, actions=actions, exact_value=exact_value)
 
 
 @register("game24.cot", kind="game24")
@@ -147,6 +146,8 @@ def sc(k: int = 8, **options):
 
 
 @register("game24.tot", kind="game24")
-def tot(breadth: int = 5, proposals: int = 8, **options):
-    """Tree of thought as in the paper: 3 steps, breadth 5, LM value sure/likely/impossible."""
-    return TreeOfThought(GAME24, breadth=breadth, depth=3, proposals=proposals, **options)
+def tot(breadth: int = 5, proposals: int = 8, depth: int = 3, value_scoring: str = "logprob", **options):
+    """Tree of thought as in the paper (3 moves, breadth 5, 8 proposals), over the legal moves,
+    states ranked by the LM's verdict probabilities (sure/likely/impossible)."""
+    return TreeOfThought(GAME24, breadth=breadth, depth=depth, proposals=proposals, value_scoring=value_scoring,
+                         **options)

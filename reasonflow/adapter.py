@@ -11,12 +11,23 @@ is raised to that, so a rambling model still closes the JSON: truncation cannot 
 With ``n > 1`` a choice whose fields do not parse is dropped and counted in the call's usage; only
 when no choice parses does the call raise ``ParseError`` (with the raw text).
 
+A response format passed in the call's config (a tree search's per-state action space) is kept as
+it is, and max_tokens is still raised to its worst case.
+
+``CompactAdapter`` is the short prompt fine-tuned models are trained on and called with: the
+signature's instructions as the system message, one ``name: value`` line per input, compact JSON
+out, the same bounded schema enforced (about 70 prompt tokens a call, against about 300). The
+``StructuredAdapter`` switches to it by itself for an LM whose ``prompt_format`` is ``"compact"``,
+which ``reasonflow.connect`` sets from the served model's manifest (``served_prompt_format``).
+
 Not guaranteed: fields of type ``dict``, nested objects and arrays without ``maxItems`` cannot be
 bounded (``dict`` goes out as ``json_object``), so those requests keep the caller's max_tokens.
 """
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import dspy
@@ -86,10 +97,27 @@ def response_format(signature: type[dspy.Signature]) -> dict:
 class StructuredAdapter(dspy.JSONAdapter):
     """JSONAdapter that always attaches a bounded ``json_schema`` response format."""
 
+    def _delegate(self, lm):
+        """The adapter to use for ``lm``: compact for a model trained on compact prompts."""
+        if type(self) is StructuredAdapter and getattr(lm, "prompt_format", "json") == "compact":
+            return CompactAdapter(callbacks=self.callbacks)
+        return None
+
+    def __call__(self, lm, lm_kwargs, signature, demos, inputs):
+        other = self._delegate(lm)
+        if other is not None:
+            return other(lm, lm_kwargs, signature, demos, inputs)
+        return super().__call__(lm, lm_kwargs, signature, demos, inputs)
+
+    async def acall(self, lm, lm_kwargs, signature, demos, inputs):
+        other = self._delegate(lm)
+        if other is not None:
+            return await other.acall(lm, lm_kwargs, signature, demos, inputs)
+        return await super().acall(lm, lm_kwargs, signature, demos, inputs)
+
     def _prepare_response_format(self, lm, lm_kwargs: dict, signature) -> None:
-        if "response_format" in lm_kwargs:
-            return
-        fmt = lm_kwargs["response_format"] = response_format(signature)
+        fmt = lm_kwargs.setdefault("response_format", None) or response_format(signature)
+        lm_kwargs["response_format"] = fmt
         needed = worst_case_tokens(fmt["json_schema"]["schema"]) if fmt["type"] == "json_schema" else None
         current = lm_kwargs.get("max_tokens") or lm.kwargs.get("max_tokens")
         if needed and current and current < needed:
@@ -117,3 +145,38 @@ class StructuredAdapter(dspy.JSONAdapter):
         messages.append({"role": "assistant",
                          "content": self.format_assistant_message_content(signature, outputs)})
         return {"messages": messages}
+
+
+class CompactAdapter(StructuredAdapter):
+    """The short prompt format: instructions as the system message, ``name: value`` input lines and
+    compact JSON out, with the same bounded schema as ``StructuredAdapter``."""
+
+    def format_system_message(self, signature) -> str:
+        return signature.instructions
+
+    def format_user_message_content(self, signature, inputs, prefix: str = "", suffix: str = "",
+                                    main_request: bool = False) -> str:
+        lines = [f"{name}: {inputs[name]}" for name in signature.input_fields if name in inputs]
+        return "\n".join(part for part in (prefix, *lines, suffix) if part)
+
+    def format_assistant_message_content(self, signature, outputs, missing_field_message=None) -> str:
+        return json.dumps({name: outputs.get(name, missing_field_message) for name in signature.output_fields},
+                          ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+PROMPT_FORMATS = ("json", "compact")
+MANIFESTS = ("reasonflow-adapter.json", "reasonflow-merged.json")  # an adapter's, a merged model's
+
+
+def prompt_format_of(model_dir: str | Path) -> str:
+    """The prompt format a model directory was trained on (its reasonflow manifest), else "json"."""
+    for name in MANIFESTS:
+        path = Path(model_dir) / name
+        try:
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        manifest = manifest.get("adapter_manifest", manifest) if isinstance(manifest, dict) else {}
+        fmt = manifest.get("prompt_format", "json") if isinstance(manifest, dict) else "json"
+        return fmt if fmt in PROMPT_FORMATS else "json"
+    return "json"

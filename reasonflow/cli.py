@@ -136,9 +136,11 @@ def cmd_finetune(args) -> int:
                       max_steps=args.max_steps, batch_size=args.batch_size, max_length=args.max_length,
                       seed=args.seed, max_minutes=args.max_minutes, device=args.device)
     gold = _count_pairs(args.gold, "--gold") if args.gold is not None else (Recipe.gold if not args.search else ())
+    if args.gold is None and not args.search and args.task == "game24":
+        gold = (("exact", 900),)
     recipe = Recipe(gold=gold, search=_count_pairs(args.search, "--search"), search_offset=args.search_offset,
-                    gold_offset=args.gold_offset,
-                    seed=args.seed, data_dir=args.data_dir, lora=lora)
+                    gold_offset=args.gold_offset, seed=args.seed, data_dir=args.data_dir, lora=lora,
+                    task=args.task, prompt_format=args.prompt_format)
     manifest = finetune(args.out, recipe, base_url=args.base_url, model=args.model,
                         init_adapter=args.init_adapter, resume=not args.no_resume)
     training = manifest["training"]
@@ -216,9 +218,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     ft = sub.add_parser("finetune", help="LoRA fine-tune the model on gold solutions and/or correct search traces")
     ft.add_argument("--out", required=True, help="adapter directory, e.g. programs/adapters/NAME")
+    ft.add_argument("--task", default="gsm8k", choices=["gsm8k", "game24"],
+                    help="gsm8k: PoT/CoT from gold solutions; game24: propose + value from exact labels")
+    ft.add_argument("--prompt-format", choices=["json", "compact"],
+                    help="prompt the adapter is trained on and called with (default: compact for game24, json for gsm8k)")
     ft.add_argument("--gold", action="append", metavar="FORMAT=N",
-                    help="N GSM8K train gold solutions in FORMAT (pot or cot); repeatable "
-                         "(default: pot=256 unless --search is given)")
+                    help="N GSM8K train gold solutions in FORMAT (pot or cot), or for game24 exact=N train "
+                         "puzzles; repeatable (default: pot=256, game24 exact=900, unless --search is given)")
     ft.add_argument("--search", action="append", metavar="PROGRAM=N",
                     help="run PROGRAM over N train questions and keep its correct samples; repeatable")
     ft.add_argument("--search-offset", type=int, default=0, help="first train row (after the seeded shuffle) to search")

@@ -256,7 +256,24 @@ def connect(base_url: str | None = None, model: str | None = None, *, api_key: s
         model = served[0]
     elif model not in served:
         raise ConfigError(f"{url} does not serve {model!r}; it serves {served}")
-    return VLLMLM(url, model, api_key=api_key, config=config, **sampling)
+    lm = VLLMLM(url, model, api_key=api_key, config=config, **sampling)
+    lm.prompt_format = served_prompt_format(url, model, api_key)
+    return lm
+
+
+def served_prompt_format(base_url: str, model: str, api_key: str | None = None) -> str:
+    """The prompt format ``model`` was fine-tuned on: vLLM names each model's directory (``root`` in
+    ``/v1/models``, for a merged model or a LoRA adapter); its reasonflow manifest says. "json" when
+    the directory is not readable from here (set ``lm.prompt_format`` by hand for a remote server)."""
+    from reasonflow.adapter import prompt_format_of
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY",
+                           timeout=10.0, max_retries=1)
+    try:
+        roots = [getattr(m, "root", None) for m in client.models.list().data if m.id == model]
+    except openai.OpenAIError:
+        return "json"
+    return prompt_format_of(roots[0]) if roots and roots[0] else "json"
 
 
 def configure(base_url: str | None = None, model: str | None = None, **kwargs: Any) -> VLLMLM:

@@ -2,6 +2,8 @@
 
 A program name is ``TASK.STRATEGY`` (``gsm8k.cot``, ``game24.tot``). ``@N`` sets the strategy's main
 size knob (``gsm8k.sc@8`` is self-consistency with k=8; for ToT it is the breadth, for BestOfN n).
+``:POLICY`` runs a tree search with a baseline policy instead of the model (``game24.tot:random``,
+``game24.tot@10:exact``; see ``reasonflow.search.actions``).
 Task programs register themselves from the ``programs`` package (``programs/*.py``), which is
 imported on first lookup. ``get_program("path/to/compiled.json")`` loads a compiled artifact instead.
 
@@ -53,15 +55,27 @@ def _load_task_programs() -> None:
         importlib.import_module("programs")
 
 
+TREE_SEARCHES = ("tot", "dfs", "mcts")  # the strategies that take a ``:POLICY``
+
+
 def parse_name(name: str) -> tuple[str, dict]:
-    """``gsm8k.sc@8`` -> (``gsm8k.sc``, {"k": 8})."""
-    base, _, size = name.partition("@")
-    if not size:
-        return base, {}
+    """``gsm8k.sc@8`` -> (``gsm8k.sc``, {"k": 8}); ``game24.tot@10:random`` -> (``game24.tot``,
+    {"breadth": 10, "policy": "random"})."""
+    from reasonflow.search.actions import POLICIES
+
+    rest, _, policy = name.partition(":")
+    base, _, size = rest.partition("@")
     strategy = base.partition(".")[2]
-    if strategy not in SIZE_OPTION or not size.isdigit() or int(size) < 1:
-        raise ConfigError(f"{name!r}: @N needs a positive integer and a strategy in {sorted(SIZE_OPTION)}")
-    return base, {SIZE_OPTION[strategy]: int(size)}
+    options: dict = {}
+    if policy:
+        if strategy not in TREE_SEARCHES or policy not in POLICIES:
+            raise ConfigError(f"{name!r}: :POLICY needs a policy in {POLICIES} and a strategy in {TREE_SEARCHES}")
+        options["policy"] = policy
+    if size:
+        if strategy not in SIZE_OPTION or not size.isdigit() or int(size) < 1:
+            raise ConfigError(f"{name!r}: @N needs a positive integer and a strategy in {sorted(SIZE_OPTION)}")
+        options[SIZE_OPTION[strategy]] = int(size)
+    return base, options
 
 
 def spec(name: str) -> ProgramSpec:

@@ -42,9 +42,13 @@ class ScriptedCall:
 
     @property
     def inputs(self) -> dict[str, str]:
-        """Input fields of the last user message, as the adapter rendered them."""
+        """Input fields of the last user message, as the adapter rendered them (DSPy's ``[[ ## name ## ]]``
+        sections, or the compact format's one-line ``name: value``)."""
         user = next((m["content"] for m in reversed(self.messages) if m["role"] == "user"), "")
-        return {name: value.strip() for name, value in _FIELD.findall(user)}
+        fields = _FIELD.findall(user)
+        if fields:
+            return {name: value.strip() for name, value in fields}
+        return dict(line.split(": ", 1) for line in user.splitlines() if ": " in line)
 
     @property
     def system(self) -> str:
@@ -57,12 +61,16 @@ class ScriptedLM(dspy.LM):
     ``script`` returns a dict (one completion, repeated n times), a list of n dicts or strings, or a
     string (raw completion text). ``finish_reason`` of every choice is ``"stop"`` unless the script
     returns ``(outputs, "length")``. ``delay_s`` makes async calls sleep, to exercise concurrency.
+    ``logprobs(call, text)``, when given and the request asks for logprobs, returns the choice's
+    tokens as ``[(token, [(alternative, logprob), ...]), ...]``; they come back in the OpenAI shape.
     """
 
-    def __init__(self, script: Callable[[ScriptedCall], Any], *, delay_s: float = 0.0, **kwargs):
+    def __init__(self, script: Callable[[ScriptedCall], Any], *, delay_s: float = 0.0,
+                 logprobs: Callable[[ScriptedCall, str], list] | None = None, **kwargs):
         super().__init__("openai/scripted", cache=False, temperature=kwargs.pop("temperature", 0.0), **kwargs)
         self.script = script
         self.delay_s = delay_s
+        self.logprobs = logprobs
         self.calls: list[ScriptedCall] = []
         self._lock = threading.Lock()
 
@@ -103,8 +111,16 @@ class ScriptedLM(dspy.LM):
             from reasonflow.errors import TruncatedError
 
             raise TruncatedError("scripted truncation", raw_text=texts[0] if texts else "")
-        choices = [SimpleNamespace(index=i, finish_reason=finish, message=SimpleNamespace(content=t))
-                   for i, t in enumerate(texts)]
+        choices = [SimpleNamespace(index=i, finish_reason=finish, message=SimpleNamespace(content=t),
+                                   logprobs=self._logprobs(call, t)) for i, t in enumerate(texts)]
         usage = {"prompt_tokens": rec.prompt_tokens, "completion_tokens": rec.completion_tokens,
                  "total_tokens": rec.prompt_tokens + rec.completion_tokens}
         return SimpleNamespace(choices=choices, usage=usage, model="scripted")
+
+    def _logprobs(self, call: ScriptedCall, text: str):
+        if not (self.logprobs and call.kwargs.get("logprobs")):
+            return None
+        return SimpleNamespace(content=[
+            SimpleNamespace(token=token, logprob=alts[0][1] if alts else 0.0,
+                            top_logprobs=[SimpleNamespace(token=t, logprob=lp) for t, lp in alts])
+            for token, alts in self.logprobs(call, text)])

@@ -81,7 +81,7 @@ def test_gold_examples_refuse_examples_without_a_solution(data_dir):
         gold_examples([], ["tot"])
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
+@pytest.mark.parametrize("fmt", ["cot", "pot"])  # game24 formats: tests/test_finetune_game24.py
 def test_render_prompt_is_exactly_what_the_program_sends_at_inference(fmt):
     outputs = {"code": "n1 = 48/2; answer = 48+n1"} if fmt == "pot" else {"reasoning": "48/2 = 24", "answer": "72"}
     example = SFTExample("gsm8k:train:0", "gold", fmt, NATALIA_Q, outputs)

@@ -7,6 +7,10 @@ exactly the puzzle's numbers (each used once) and evaluates with ``fractions.Fra
 
 How to run: a pure function; ``game24_check("4*6 = 24", [4, 6])`` is True.
 
+``legal_moves``, ``reachable`` and ``good_moves`` are the game's rules as data, over states (the
+multiset of numbers left): the action space a tree search proposes from, and the exact solver the
+baselines and the fine-tuning labels use.
+
 What it does not guarantee: the usual rules only. Unary minus, exponents, decimals, concatenated
 digits ("11" from 1 and 1) and implicit multiplication are all invalid. Expressions longer than
 ``MAX_EXPRESSION_CHARS`` are invalid without being parsed.
@@ -15,6 +19,7 @@ digits ("11" from 1 and 1) and implicit multiplication are all invalid. Expressi
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections import Counter
 from fractions import Fraction
@@ -96,3 +101,51 @@ def game24_check(expression: str | None, numbers: str | list) -> bool:
     except (_Invalid, SyntaxError, ValueError, ZeroDivisionError, RecursionError, MemoryError):
         return False
     return Counter(leaves) == puzzle and value == TARGET
+
+
+# --- the game's moves, for action spaces and exact baselines --------------------------------------
+# A state is the multiset of numbers left, as a sorted tuple of Fractions. A move combines two of
+# them with + or * (once per pair), larger minus smaller (no negatives: they never help reach 24
+# that a reordered subtraction cannot), and division either way (non-zero divisor). Results are
+# exact fractions, written "8/3".
+
+
+def fmt_number(value: Fraction) -> str:
+    """``8`` or ``8/3``: how a number left is written in moves and states."""
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+def start_state(numbers: str | list) -> tuple[Fraction, ...]:
+    return tuple(sorted(Fraction(n) for n in parse_numbers(numbers)))
+
+
+def legal_moves(state: tuple[Fraction, ...]) -> list[tuple[str, tuple[Fraction, ...]]]:
+    """Every legal move of ``state`` as (text, state after), in a fixed order, one per distinct text.
+
+    Text is ``"a op b = c"`` with the numbers written by ``fmt_number``; the order is by pair, then
+    ``+ - * /`` (so a seeded uniform choice over it is reproducible)."""
+    moves: dict[str, tuple[Fraction, ...]] = {}
+    for i in range(len(state)):
+        for j in range(i + 1, len(state)):
+            a, b = max(state[i], state[j]), min(state[i], state[j])
+            rest = state[:i] + state[i + 1:j] + state[j + 1:]
+            results = [("+", a, b, a + b), ("-", a, b, a - b), ("*", a, b, a * b)]
+            results += [("/", a, b, a / b)] if b else []
+            results += [("/", b, a, b / a)] if a and a != b else []
+            for op, x, y, c in results:
+                text = f"{fmt_number(x)} {op} {fmt_number(y)} = {fmt_number(c)}"
+                moves.setdefault(text, tuple(sorted(rest + (c,))))
+    return list(moves.items())
+
+
+@functools.lru_cache(maxsize=200_000)
+def reachable(state: tuple[Fraction, ...]) -> bool:
+    """Whether 24 can still be made from ``state`` (exhaustive search, memoised)."""
+    if len(state) == 1:
+        return state[0] == TARGET
+    return any(reachable(after) for _, after in legal_moves(state))
+
+
+def good_moves(state: tuple[Fraction, ...]) -> list[str]:
+    """The moves of ``state`` after which 24 is still reachable (the exact policy's choices)."""
+    return [text for text, after in legal_moves(state) if reachable(after)]

@@ -36,8 +36,10 @@ from typing import Iterable
 from reasonflow.checking import check, numbers_equal
 from reasonflow.errors import ConfigError, DatasetError
 
-# Output formats: the registered program whose signature renders the example.
-FORMATS: dict[str, str] = {"pot": "gsm8k.pot", "cot": "gsm8k.cot"}
+# Output formats: the registered program (and its predictor, after "/"; default the first) whose
+# signature renders the example.
+FORMATS: dict[str, str] = {"pot": "gsm8k.pot", "cot": "gsm8k.cot",
+                           "g24-propose": "game24.tot/propose", "g24-value": "game24.tot/value"}
 MAX_POWER_EXPONENT = 10  # a calculator note like 2**1000000 is not arithmetic we run
 # Statements are joined with "; " on one line. Inside the JSON string a newline is the escape "\n",
 # and SmolLM2's tokenizer merges it with what follows (".\\", "nn", "1" for ".\nn1"): the first
@@ -61,10 +63,14 @@ class SFTExample:
     format: str  # a FORMATS key
     question: str
     outputs: dict
+    inputs: dict | None = None  # the predictor's input fields (default: {"question": question})
 
     def to_dict(self) -> dict:
         return {"id": self.id, "source": self.source, "format": self.format, "question": self.question,
-                "outputs": self.outputs}
+                "inputs": self.prompt_inputs(), "outputs": self.outputs}
+
+    def prompt_inputs(self) -> dict:
+        return self.inputs if self.inputs is not None else {"question": self.question}
 
 
 def _arithmetic(expr: str, env: dict[str, float]) -> float | None:
@@ -220,8 +226,9 @@ def _signature(fmt: str):
     format: ``render`` runs for every training example)."""
     from reasonflow.registry import get_program
 
-    program = get_program(FORMATS[fmt])
-    return program.named_predictors()[0][1].signature
+    name, _, predictor = FORMATS[fmt].partition("/")
+    predictors = dict(get_program(name).named_predictors())
+    return (predictors[predictor] if predictor else next(iter(predictors.values()))).signature
 
 
 def _max_chars(fmt: str) -> dict[str, int]:
@@ -232,11 +239,12 @@ def _max_chars(fmt: str) -> dict[str, int]:
 
 
 def render(example: SFTExample, adapter=None) -> dict:
-    """``{"prompt": [system, user], "completion": [assistant]}`` exactly as inference prompts."""
+    """``{"prompt": [system, user], "completion": [assistant]}`` exactly as inference prompts (with
+    ``adapter``: ``StructuredAdapter()`` by default, ``CompactAdapter()`` for the compact format)."""
     from reasonflow.adapter import StructuredAdapter
 
     signature = _signature(example.format)
-    messages = (adapter or StructuredAdapter()).format(signature, [], {"question": example.question})
+    messages = (adapter or StructuredAdapter()).format(signature, [], example.prompt_inputs())
     content = json.dumps({name: example.outputs[name] for name in signature.output_fields},
                          ensure_ascii=False, separators=(",", ":"))
     return {"prompt": messages, "completion": [{"role": "assistant", "content": content}]}

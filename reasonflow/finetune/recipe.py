@@ -11,6 +11,10 @@ it searches with the fine-tuned model, keeps its correct traces and trains on fr
 engine serves that adapter merged into the base weights (``reasonflow.finetune.merge``): vLLM-CPU's
 LoRA path decodes about 3x slower, and the search is the long part of a round.
 
+``task="game24"`` trains the Game of 24 proposer and value (``reasonflow.finetune.game24``): gold is
+``exact=N`` (N train puzzles, labels by exhaustive search), search is a ``game24.tot`` program run over
+train puzzles whose solved paths are kept; its prompts are compact by default.
+
 Questions come from the train split in the order of ``seed``'s shuffle: gold takes the rows from
 ``gold_offset`` on (skipping the ones a format cannot convert, until it has its count), search takes
 the rows from ``search_offset`` on; round 2 gives both offsets past round 1's rows to see new
@@ -31,6 +35,8 @@ from reasonflow.finetune.data import FORMATS, SFTExample, gold_examples, search_
 from reasonflow.finetune.train import LoRAConfig, read_manifest, train
 
 DATASET = "gsm8k"  # the one dataset with worked train solutions
+TASKS = ("gsm8k", "game24")
+GOLD_FORMATS = {"gsm8k": tuple(f for f in FORMATS if not f.startswith("g24-")), "game24": ("exact",)}
 DEFAULT_GOLD = (("pot", 256),)  # 32 steps of 8 one-line programs: ~20 min on 2 CPU cores without AVX512
 DEFAULT_SEARCH_CONCURRENCY = 8
 GOLD_POOL_FACTOR = 2  # rows read per wanted example (some solutions do not convert)
@@ -47,14 +53,22 @@ class Recipe:
     seed: int = 0
     data_dir: str | None = None
     lora: LoRAConfig = field(default_factory=LoRAConfig)
+    task: str = "gsm8k"
+    prompt_format: str | None = None  # None: compact for game24, json (DSPy's prompt) for gsm8k
 
     def __post_init__(self):
+        if self.task not in TASKS:
+            raise ConfigError(f"task must be one of {TASKS}, got {self.task!r}")
+        if self.prompt_format is None:
+            object.__setattr__(self, "prompt_format", "compact" if self.task == "game24" else "json")
+        formats = GOLD_FORMATS[self.task]
         for fmt, count in self.gold:
-            if fmt not in FORMATS or count < 0:
-                raise ConfigError(f"gold takes FORMAT=N with FORMAT in {sorted(FORMATS)} and N >= 0, got {fmt}={count}")
+            if fmt not in formats or count < 0:
+                raise ConfigError(f"{self.task} gold takes FORMAT=N with FORMAT in {list(formats)} and N >= 0, "
+                                  f"got {fmt}={count}")
         for program, count in self.search:
-            if count < 1:
-                raise ConfigError(f"search takes PROGRAM=N with N >= 1, got {program}={count}")
+            if count < 1 or not program.startswith(f"{self.task}."):
+                raise ConfigError(f"search takes PROGRAM=N with a {self.task} program and N >= 1, got {program}={count}")
         if self.search_offset < 0 or self.gold_offset < 0:
             raise ConfigError("search_offset and gold_offset must be >= 0")
         if not self.gold and not self.search:
@@ -75,6 +89,12 @@ def collect_gold(recipe: Recipe) -> tuple[list[SFTExample], dict]:
     wanted = {fmt: count for fmt, count in recipe.gold if count}
     if not wanted:
         return kept, report
+    if recipe.task == "game24":
+        from reasonflow.finetune import game24
+
+        kept, counts = game24.exact_examples(wanted["exact"], offset=recipe.gold_offset, seed=recipe.seed,
+                                             data_dir=recipe.data_dir)
+        return kept, {"exact": counts}
     pool = datasets_.load(DATASET, split="train", data_dir=recipe.data_dir, seed=recipe.seed,
                           offset=recipe.gold_offset, limit=GOLD_POOL_FACTOR * max(wanted.values()))
     for fmt, count in wanted.items():
@@ -126,12 +146,23 @@ def collect_search(recipe: Recipe, out: Path, base_url: str | None = None, model
     endpoint = contextlib.nullcontext((None, model)) if lm is not None else _endpoint(base_url, model, init_adapter, out / "search")
     with endpoint as (url, served):
         for program, count in recipe.search:
-            bench_dir = out / "search" / program.replace("/", "_")
-            results = run_bench([program], DATASET, split="train", limit=count, offset=recipe.search_offset,
-                                seed=recipe.seed, data_dir=recipe.data_dir, base_url=url, model=served,
-                                concurrency=DEFAULT_SEARCH_CONCURRENCY, out_dir=bench_dir, lm=lm,
-                                resume=(bench_dir / "questions.jsonl").exists(), html_traces=0, progress=progress)
-            examples, counts = search_examples(bench_dir, _format_of(program))
+            bench_dir = out / "search" / program.replace("/", "_").replace(":", "_")
+            if recipe.task == "game24":
+                from reasonflow.finetune import game24
+
+                if recipe.search_offset + count > game24.TRAIN_ROWS:
+                    raise ConfigError(f"Game of 24 search puzzles must be train rows 1-{game24.TRAIN_ROWS}")
+                where = {"dataset": "game24", "split": "test", "seed": None}
+            else:
+                where = {"dataset": DATASET, "split": "train", "seed": recipe.seed}
+            results = run_bench([program], where["dataset"], split=where["split"], limit=count,
+                                offset=recipe.search_offset, seed=where["seed"], data_dir=recipe.data_dir,
+                                base_url=url, model=served, concurrency=DEFAULT_SEARCH_CONCURRENCY, out_dir=bench_dir,
+                                lm=lm, resume=(bench_dir / "questions.jsonl").exists(), html_traces=0, progress=progress)
+            if recipe.task == "game24":
+                examples, counts = game24.search_examples(bench_dir)
+            else:
+                examples, counts = search_examples(bench_dir, _format_of(program))
             kept += examples
             report[program] = {"questions": count, "offset": recipe.search_offset, "model": served or results["model"],
                                "accuracy": results["results"][0]["accuracy"], "harvest": counts}
@@ -147,7 +178,7 @@ def finetune(out_dir: str | Path, recipe: Recipe = Recipe(), *, base_url: str | 
         read_manifest(init_adapter)  # a bad path fails before any search or training
     gold, gold_report = collect_gold(recipe)
     found, search_report = collect_search(recipe, out, base_url, model, init_adapter, progress)
-    sources = {"dataset": DATASET, "split": "train", "seed": recipe.seed,
-               "gold": gold_report, "search": search_report}
+    sources = {"dataset": recipe.task, "split": "train" if recipe.task == DATASET else "rows 1-900",
+               "seed": recipe.seed, "gold": gold_report, "search": search_report}
     return train(gold + found, out, config=recipe.lora, sources=sources, init_adapter=init_adapter,
-                 resume=resume, progress=progress)
+                 resume=resume, progress=progress, prompt_format=recipe.prompt_format)

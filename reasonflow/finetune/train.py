@@ -153,7 +153,7 @@ def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConf
 
 def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = DEFAULT_MODEL,
           config: LoRAConfig = LoRAConfig(), sources: dict | None = None, init_adapter: str | Path | None = None,
-          resume: bool = True, progress: bool = True) -> dict:
+          resume: bool = True, progress: bool = True, prompt_format: str = "json") -> dict:
     """Train a LoRA adapter on ``examples`` into ``out_dir`` and return its manifest.
 
     ``init_adapter`` continues from an existing adapter (expert iteration round 2). ``sources``
@@ -161,6 +161,10 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
     ``max_minutes`` writes its adapter and keeps its checkpoints, so the same call continues it."""
     if len(examples) < MIN_EXAMPLES:
         raise ConfigError("no training examples: every source came back empty")
+    from reasonflow.adapter import PROMPT_FORMATS, CompactAdapter, StructuredAdapter
+
+    if prompt_format not in PROMPT_FORMATS:
+        raise ConfigError(f"prompt_format must be one of {PROMPT_FORMATS}, got {prompt_format!r}")
     import torch
 
     out = Path(out_dir)
@@ -169,7 +173,8 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
     if init_adapter:
         read_manifest(init_adapter)
     model_dir, base = base_model_info(base_model)
-    rows = [{**render(ex), "id": ex.id, "source": ex.source, "format": ex.format} for ex in examples]
+    adapter = CompactAdapter() if prompt_format == "compact" else StructuredAdapter()
+    rows = [{**render(ex, adapter), "id": ex.id, "source": ex.source, "format": ex.format} for ex in examples]
     with open(out / "data.jsonl", "w") as fh:
         fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     trainer, limit = build_trainer(rows, out, model_dir, config, init_adapter, progress)
@@ -190,7 +195,7 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
     for r in rows:
         counts[f"{r['source']}:{r['format']}"] = counts.get(f"{r['source']}:{r['format']}", 0) + 1
     manifest = {
-        "version": ADAPTER_MANIFEST_VERSION, "name": out.name, "base_model": base, "init_adapter": str(init_adapter) if init_adapter else None,
+        "version": ADAPTER_MANIFEST_VERSION, "name": out.name, "base_model": base, "prompt_format": prompt_format, "init_adapter": str(init_adapter) if init_adapter else None,
         "data": {"examples": len(rows), "by_source_format": counts, "ids": sorted({r["id"] for r in rows}),
                  "sources": sources or {}},
         "hyperparameters": asdict(config),

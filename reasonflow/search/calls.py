@@ -33,8 +33,10 @@ class NodeCall:
                 "completion_tokens": self.completion_tokens, "latency_s": round(self.latency_s, 4)}
 
 
-async def predict(predictor: dspy.Module, *, n: int = 1, temperature: float | None = None, **inputs) -> NodeCall:
-    config: dict = {}
+async def predict(predictor: dspy.Module, *, n: int = 1, temperature: float | None = None,
+                  lm_kwargs: dict | None = None, **inputs) -> NodeCall:
+    """One request; ``lm_kwargs`` adds per-call settings (a per-state ``response_format``, logprobs)."""
+    config: dict = dict(lm_kwargs or {})
     if n > 1:
         config.update(n=n, temperature=temperature if temperature else DEFAULT_SAMPLE_TEMPERATURE)
     elif temperature is not None:

@@ -6,8 +6,13 @@ shared, so vLLM batches the samples) and all states' requests concurrently. ``ev
 states, again all concurrently: the task's programmatic value if it has one, else the Value predictor
 (sure / likely / impossible, averaged over ``value_samples`` samples of one request), the Vote
 predictor (one request with ``value_samples`` votes over all candidates), or a Python callable.
-Identical states (same steps, whitespace and case aside) are evaluated once: later copies are pruned
-as duplicates. Illegal moves (the task's ``validate_step``) are pruned before any evaluation.
+Identical states (same steps, whitespace and case aside, or the task's ``state_key``) are evaluated
+once: later copies are pruned as duplicates. Illegal moves (the task's ``validate_step``) are pruned
+before any evaluation. With an action space (``Task.actions`` / ``step_pattern``) each propose request
+carries its state's guided-decoding schema (``search.actions``), so a proposal outside it cannot be
+written; ``policy="random"`` / ``"exact"`` replace the model by a baseline over the same space.
+``value_scoring="logprob"`` ranks a state by the model's probability of each verdict (vLLM's top
+logprobs) instead of the one verdict sampled, which breaks the ties a greedy verdict leaves.
 
 Not guaranteed: a proposal that fails to parse or is truncated simply yields fewer children.
 """
@@ -22,9 +27,12 @@ import dspy
 
 from reasonflow.config import Budget
 from reasonflow.errors import ConfigError
+from reasonflow.search.actions import baseline_proposals, baseline_value, check_policy, step_field, step_format
 from reasonflow.search.base import SearchRun, SearchStrategy
 from reasonflow.search.calls import predict
-from reasonflow.search.task import VERDICT_VALUE, Task
+from reasonflow.search.task import VERDICT_VALUE, Task, expected_verdict_value, verdict_probabilities
+
+VALUE_TOP_LOGPROBS = 5  # alternatives per position: enough for the three verdict classes
 
 Evaluator = Union[Literal["value", "vote"], Callable[[str, list[str]], float]]
 
@@ -63,23 +71,39 @@ class StepSearch(SearchStrategy):
     """Base for tree searches over steps. Subclasses implement ``search(run)``."""
 
     def __init__(self, task: Task, *, proposals: int = 3, evaluator: Evaluator = "value", value_samples: int = 1,
-                 temperature: float = 0.7, max_depth: int = 4, budget: Budget = Budget(), program: str | None = None):
+                 temperature: float = 0.7, max_depth: int = 4, policy: Literal["lm", "random", "exact"] = "lm",
+                 value_scoring: Literal["verdict", "logprob"] = "verdict", seed: int = 0,
+                 budget: Budget = Budget(), program: str | None = None):
         super().__init__(task, budget=budget, program=program)
         if not (evaluator in ("value", "vote") or callable(evaluator)):
             raise ConfigError(f"evaluator must be 'value', 'vote' or a callable, got {evaluator!r}")
         if proposals < 1 or value_samples < 1 or max_depth < 1:
             raise ConfigError("proposals, value_samples and max_depth must be >= 1")
+        if value_scoring not in ("verdict", "logprob"):
+            raise ConfigError(f"value_scoring must be 'verdict' or 'logprob', got {value_scoring!r}")
+        check_policy(task, policy)
         self.proposals, self.evaluator, self.value_samples = proposals, evaluator, value_samples
         self.temperature, self.max_depth = temperature, min(max_depth, budget.max_depth)
+        self.policy, self.value_scoring, self.seed = policy, value_scoring, seed
         self.propose = dspy.Predict(task.propose)
         self.value = dspy.Predict(task.value)
         self.vote = dspy.Predict(task.vote)
-        self.answer = dspy.Predict(task.answer)
+        self.answer = dspy.Predict(task.answer) if task.answer is not None else None
 
     def settings(self) -> dict:
         evaluator = self.evaluator if isinstance(self.evaluator, str) else getattr(self.evaluator, "__name__", "callable")
         return {**super().settings(), "proposals": self.proposals, "evaluator": evaluator,
-                "value_samples": self.value_samples, "temperature": self.temperature, "max_depth": self.max_depth}
+                "value_samples": self.value_samples, "temperature": self.temperature, "max_depth": self.max_depth,
+                "policy": self.policy, "value_scoring": self.value_scoring, "seed": self.seed}
+
+    def inputs(self, question: str, steps) -> dict:
+        """The predictors' input fields for a state."""
+        if self.task.inputs:
+            return self.task.inputs(question, list(steps))
+        return {"question": question, "steps": render(self.task, question, steps)}
+
+    def key(self, question: str, steps) -> str:
+        return self.task.state_key(question, list(steps)) if self.task.state_key else state_key(steps)
 
     def width(self) -> int:
         return self.proposals
@@ -90,18 +114,18 @@ class StepSearch(SearchStrategy):
     # --- propose ------------------------------------------------------------------------------
     async def expand(self, run: SearchRun, states: list[State]) -> list[State]:
         """Children of every state, proposed concurrently; duplicates and illegal moves pruned."""
-        calls = await asyncio.gather(*(predict(self.propose, n=self.proposals, temperature=self.temperature,
-                                               question=run.question, steps=render(self.task, run.question, s.steps)) for s in states))
+        proposals = await asyncio.gather(*(self._propose(run, s) for s in states))
         children, seen = [], {}
-        for state, call in zip(states, calls):
-            run.trace.update(state.node, **call.node_attrs())
-            for i, pred in enumerate(call.completions):
-                step = str(pred.next_step).strip()
+        for state, steps_proposed in zip(states, proposals):
+            allowed = set(self.task.actions(run.question, list(state.steps))) if self.task.actions else None
+            for i, step in enumerate(steps_proposed):
                 steps = state.steps + (step,)
                 node = run.trace.add_node(text=step, parent=state.node, status="proposed", action=f"propose {i}")
-                key = state_key(steps)
+                key = self.key(run.question, steps)
                 if key in seen:
                     run.trace.update(node, status="pruned", reason=f"duplicate of {seen[key]}")
+                elif allowed is not None and step not in allowed:
+                    run.trace.update(node, status="pruned", reason="outside the action space")
                 elif not step or (self.task.validate_step and not self.task.validate_step(run.question, list(state.steps), step)):
                     run.trace.update(node, status="pruned", reason="illegal step")
                 else:
@@ -110,10 +134,23 @@ class StepSearch(SearchStrategy):
                                           terminal=self.is_terminal(run.question, steps)))
         return children
 
+    async def _propose(self, run: SearchRun, state: State) -> list[str]:
+        """The proposed next steps of one state: one guided ``n=proposals`` request, or the baseline."""
+        steps = list(state.steps)
+        if self.policy != "lm":
+            return baseline_proposals(self.task, self.policy, run.question, steps, self.key(run.question, steps),
+                                      self.proposals, self.seed)
+        fmt = step_format(self.task, self.propose.signature, run.question, steps)
+        call = await predict(self.propose, n=self.proposals, temperature=self.temperature,
+                             lm_kwargs={"response_format": fmt} if fmt else None, **self.inputs(run.question, steps))
+        run.trace.update(state.node, **call.node_attrs())
+        field = step_field(self.propose.signature)
+        return [str(getattr(pred, field)).strip() for pred in call.completions]
+
     # --- evaluate -----------------------------------------------------------------------------
     async def evaluate(self, run: SearchRun, states: list[State]) -> None:
         """Set ``value`` (and ``path_values``) on every state; scores go into the trace."""
-        if self.evaluator == "vote":
+        if self.evaluator == "vote" and self.policy == "lm":
             values = await self._vote(run, states)
         else:
             values = await asyncio.gather(*(self._value(run, s) for s in states))
@@ -127,13 +164,21 @@ class StepSearch(SearchStrategy):
             value = self.task.value_fn(run.question, list(state.steps))
             if value is not None:
                 return float(value)
+        if self.policy != "lm":
+            return baseline_value(self.task, self.policy, run.question, list(state.steps),
+                                  self.key(run.question, state.steps), self.seed)
         if callable(self.evaluator):
             return float(self.evaluator(run.question, list(state.steps)))
+        logprobs = {"logprobs": True, "top_logprobs": VALUE_TOP_LOGPROBS} if self.value_scoring == "logprob" else None
         call = await predict(self.value, n=self.value_samples, temperature=self.temperature if self.value_samples > 1 else None,
-                             question=run.question, steps=render(self.task, run.question, state.steps))
+                             lm_kwargs=logprobs, **self.inputs(run.question, state.steps))
         run.trace.update(state.node, **call.node_attrs())
-        verdicts = [VERDICT_VALUE.get(str(c.verdict), 0.0) for c in call.completions]
-        return sum(verdicts) / len(verdicts) if verdicts else 0.0
+        values = []
+        for c in call.completions:
+            probabilities = verdict_probabilities(getattr(c, "logprobs", None)) if logprobs else None
+            values.append(expected_verdict_value(probabilities) if probabilities
+                          else VERDICT_VALUE.get(str(c.verdict), 0.0))
+        return sum(values) / len(values) if values else 0.0
 
     async def _vote(self, run: SearchRun, states: list[State]) -> list[float]:
         if not states:
@@ -153,8 +198,8 @@ class StepSearch(SearchStrategy):
         """Read the answer off ``state`` (programmatically if the task can) and offer it."""
         answer = self.task.final_answer(run.question, list(state.steps)) if self.task.final_answer else None
         reasoning = steps_text(state.steps)
-        if answer is None and run.remaining_s() > 0:
-            call = await predict(self.answer, question=run.question, steps=render(self.task, run.question, state.steps))
+        if answer is None and self.answer is not None and self.policy == "lm" and run.remaining_s() > 0:
+            call = await predict(self.answer, **self.inputs(run.question, state.steps))
             run.trace.update(state.node, **call.node_attrs())
             answer = call.completions[0].answer if call.completions else None
         run.offer(answer, state.value, state.node, reasoning)

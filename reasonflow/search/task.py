@@ -5,11 +5,17 @@ judge) with optional pure Python hooks: a step validator that prunes illegal mov
 value, a terminal test and a programmatic final answer. Strategies are generic; ``programs/*.py``
 declare tasks (GSM8K, Game of 24, MATH) and register programs built from them.
 
+An **action space** makes every proposal legal by construction: ``actions`` lists a state's legal next
+steps (sent as a JSON-schema ``enum`` for guided decoding), or ``step_pattern`` gives a regex for
+open-ended steps (sent as a ``pattern``). With ``actions``, the baselines ``policy="random"`` (uniform
+legal moves, no LM) and, given ``exact_value``, ``policy="exact"`` (a perfect model) run the same search.
+
 Not guaranteed: hooks run in the event loop's thread, so they must be fast and pure.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
@@ -20,6 +26,53 @@ from reasonflow.checking import majority_vote
 Verdict = Literal["sure", "likely", "impossible"]
 # The ToT paper's value prompt classes, mapped to [0, 1] (the paper used 20 / 1 / 0.001 and summed).
 VERDICT_VALUE: dict[str, float] = {"sure": 1.0, "likely": 0.5, "impossible": 0.0}
+
+
+def _alternatives(logprobs) -> list[tuple[str, list[tuple[str, float]]]]:
+    """(token, [(alternative, logprob), ...]) per generated position, from an OpenAI ``logprobs``
+    object or its dict form; [] when there are none."""
+    content = getattr(logprobs, "content", None) if not isinstance(logprobs, dict) else logprobs.get("content")
+    out = []
+    for pos in content or []:
+        get = pos.get if isinstance(pos, dict) else (lambda k, p=pos: getattr(p, k, None))
+        tops = [(t.get("token") if isinstance(t, dict) else t.token, t.get("logprob") if isinstance(t, dict) else t.logprob)
+                for t in get("top_logprobs") or []]
+        out.append((get("token") or "", tops or [(get("token") or "", get("logprob") or 0.0)]))
+    return out
+
+
+def verdict_probabilities(logprobs, field: str = "verdict", classes=tuple(VERDICT_VALUE)) -> dict[str, float] | None:
+    """The model's distribution over ``classes`` for the JSON ``field``, read from the top logprobs at
+    the position where the field's value starts; None when that position or any class is missing.
+
+    An alternative token counts for the one class it is a prefix of (``"s"`` -> sure, ``"imp"`` ->
+    impossible); tokens that fit no class or several are ignored, and the rest renormalised. A pure
+    function over the logprobs, so the value of a state does not depend on which verdict was sampled.
+    """
+    opener, text = f'"{field}":', ""
+    for token, alternatives in _alternatives(logprobs):
+        head = text.replace(" ", "")
+        if head.endswith(opener) or head.endswith(opener + '"'):
+            quoted = head.endswith('"')
+            mass = dict.fromkeys(classes, 0.0)
+            for alt, logprob in alternatives:
+                word = alt.strip()
+                if not quoted:
+                    if not word.startswith('"'):
+                        continue
+                    word = word[1:]
+                fits = [c for c in classes if word and (c.startswith(word) or word.startswith(c))]
+                if len(fits) == 1 and logprob is not None:
+                    mass[fits[0]] += math.exp(logprob)
+            total = sum(mass.values())
+            return {c: m / total for c, m in mass.items()} if total > 0 else None
+        text += token
+    return None
+
+
+def expected_verdict_value(probabilities: dict[str, float]) -> float:
+    """The value of a state under a verdict distribution: sum of p(verdict) * VERDICT_VALUE."""
+    return sum(p * VERDICT_VALUE.get(c, 0.0) for c, p in probabilities.items())
 
 
 class Solve(dspy.Signature):
@@ -83,7 +136,7 @@ class Task:
     propose: type[dspy.Signature] = Propose
     value: type[dspy.Signature] = Value
     vote: type[dspy.Signature] = Vote
-    answer: type[dspy.Signature] = Answer
+    answer: type[dspy.Signature] | None = Answer  # None: the answer is only ever read off the steps
     judge: type[dspy.Signature] = Judge
     equivalent: Callable[[object, object], bool] = _exact
     # (question, steps, new_step) -> False to prune the move before any LM evaluates it.
@@ -96,6 +149,16 @@ class Task:
     final_answer: Callable[[str, list[str]], str | None] | None = None
     # (question, steps) -> the text the predictors see as ``steps`` (default: one step per line).
     render: Callable[[str, list[str]], str] | None = None
+    # (question, steps) -> the predictors' input fields for a state (default: question and rendered steps).
+    inputs: Callable[[str, list[str]], dict] | None = None
+    # (question, steps) -> the state's identity: states with equal keys are one state (default: the steps).
+    state_key: Callable[[str, list[str]], str] | None = None
+    # (question, steps) -> every legal next step: proposals are guided to exactly these.
+    actions: Callable[[str, list[str]], list[str]] | None = None
+    # (question, steps) -> a regex every next step must match (open-ended steps), when no ``actions``.
+    step_pattern: Callable[[str, list[str]], str] | None = None
+    # (question, steps) -> the exact value in [0, 1] (1: the answer is still reachable): policy="exact".
+    exact_value: Callable[[str, list[str]], float] | None = None
     metadata: dict = field(default_factory=dict, compare=False)
 
 

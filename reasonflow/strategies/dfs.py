@@ -15,19 +15,16 @@ only each node's children are proposed and scored concurrently.
 
 from __future__ import annotations
 
-from reasonflow.config import Budget
 from reasonflow.search import SearchRun, Task
-from reasonflow.search.steps import Evaluator, State, StepSearch
+from reasonflow.search.steps import State, StepSearch
 
 
 class DFS(StepSearch):
     name = "dfs"
 
-    def __init__(self, task: Task, *, threshold: float = 0.5, depth: int = 4, proposals: int = 3,
-                 evaluator: Evaluator = "value", value_samples: int = 1, temperature: float = 0.7,
-                 budget: Budget = Budget(), program: str | None = None):
-        super().__init__(task, proposals=proposals, evaluator=evaluator, value_samples=value_samples,
-                         temperature=temperature, max_depth=depth, budget=budget, program=program)
+    def __init__(self, task: Task, *, threshold: float = 0.5, depth: int = 4, **options):
+        """``options``: ``StepSearch``'s (proposals, evaluator, policy, value_scoring, seed, budget...)."""
+        super().__init__(task, max_depth=depth, **options)
         self.threshold = threshold
 
     def settings(self) -> dict:

@@ -17,9 +17,8 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 
-from reasonflow.config import Budget
 from reasonflow.search import SearchRun, Task
-from reasonflow.search.steps import Evaluator, State, StepSearch
+from reasonflow.search.steps import State, StepSearch
 
 
 def uct(parent_visits: int, visits: int, value_sum: float, c: float) -> float:
@@ -39,11 +38,9 @@ def backup(visits: dict, value_sums: dict, path: list[str], value: float) -> Non
 class MCTS(StepSearch):
     name = "mcts"
 
-    def __init__(self, task: Task, *, iterations: int = 8, proposals: int = 3, c: float = 1.0, depth: int = 4,
-                 evaluator: Evaluator = "value", value_samples: int = 1, temperature: float = 0.7,
-                 budget: Budget = Budget(), program: str | None = None):
-        super().__init__(task, proposals=proposals, evaluator=evaluator, value_samples=value_samples,
-                         temperature=temperature, max_depth=depth, budget=budget, program=program)
+    def __init__(self, task: Task, *, iterations: int = 8, c: float = 1.0, depth: int = 4, **options):
+        """``options``: ``StepSearch``'s (proposals, evaluator, policy, value_scoring, seed, budget...)."""
+        super().__init__(task, max_depth=depth, **options)
         self.iterations, self.c = iterations, c
 
     def settings(self) -> dict:

@@ -19,28 +19,26 @@ from __future__ import annotations
 import random
 from typing import Literal
 
-from reasonflow.config import Budget
 from reasonflow.errors import ConfigError
 from reasonflow.search import SearchRun, Task
-from reasonflow.search.steps import Evaluator, State, StepSearch
+from reasonflow.search.steps import State, StepSearch
 
 
 class TreeOfThought(StepSearch):
     name = "tot"
 
-    def __init__(self, task: Task, *, breadth: int = 5, depth: int = 3, proposals: int = 3,
-                 evaluator: Evaluator = "value", selection: Literal["greedy", "sample"] = "greedy",
-                 mode: Literal["bfs", "beam"] = "bfs", value_samples: int = 1, temperature: float = 0.7,
-                 seed: int = 0, budget: Budget = Budget(), program: str | None = None):
-        super().__init__(task, proposals=proposals, evaluator=evaluator, value_samples=value_samples,
-                         temperature=temperature, max_depth=depth, budget=budget, program=program)
+    def __init__(self, task: Task, *, breadth: int = 5, depth: int = 3,
+                 selection: Literal["greedy", "sample"] = "greedy", mode: Literal["bfs", "beam"] = "bfs",
+                 **options):
+        """``options``: ``StepSearch``'s (proposals, evaluator, policy, value_scoring, seed, budget...)."""
+        super().__init__(task, max_depth=depth, **options)
         if selection not in ("greedy", "sample") or mode not in ("bfs", "beam") or breadth < 1:
             raise ConfigError("selection must be greedy|sample, mode bfs|beam, breadth >= 1")
-        self.breadth, self.selection, self.mode, self.seed = breadth, selection, mode, seed
+        self.breadth, self.selection, self.mode = breadth, selection, mode
 
     def settings(self) -> dict:
         return {**super().settings(), "breadth": self.breadth, "depth": self.max_depth,
-                "selection": self.selection, "mode": self.mode, "seed": self.seed}
+                "selection": self.selection, "mode": self.mode}
 
     def width(self) -> int:
         return self.breadth * self.proposals
