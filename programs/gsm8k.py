@@ -2,6 +2,13 @@
 
 A ToT step is one sentence or one equation; a state is terminal when its last step states the answer
 ("The answer is 18"), which is then read off programmatically.
+
+``gsm8k.tot`` with ``steps="program"`` searches over program statements instead, through an
+open-ended action space: each step is ``nK = E`` or ``answer = E``, where E combines at most
+``MAX_OPERANDS`` operands with + - * /, and an operand is a number of the question, one of
+``UNIT_CONSTANTS`` or an earlier variable n1..n(K-1). The regex is built per state
+(``statement_pattern``), so a statement cannot use a literal the question lacks or a variable before
+it is defined; the answer is computed from the statements (``checking.numeric.eval_arithmetic``).
 """
 
 from __future__ import annotations
@@ -11,6 +18,8 @@ import re
 import dspy
 
 from reasonflow.checking import extract_number, numeric_equivalent
+from reasonflow.checking.numeric import eval_arithmetic
+from reasonflow.errors import ConfigError
 from reasonflow.registry import register
 from reasonflow.search import Task
 from reasonflow.strategies import BestOfN, ChainOfThought, ProgramOfThought, SelfConsistency, TreeOfThought
@@ -56,6 +65,60 @@ GSM8K = Task("gsm8k", solve=SolveGSM8K, propose=ProposeGSM8KStep, answer=AnswerG
              equivalent=numeric_equivalent, is_terminal=_terminal, final_answer=_final)
 
 
+class ProposeGSM8KStatement(dspy.Signature):
+    """Given a math word problem and the program so far, write only the next Python statement:
+    nK = an arithmetic expression over the question's numbers and earlier variables, or
+    answer = an expression when the program has the result."""
+
+    question: str = dspy.InputField()
+    steps: str = dspy.InputField(desc="the program so far, one statement per line (empty at the start)")
+    next_step: str = dspy.OutputField(desc="one statement, e.g. n1 = 48 / 2", max_chars=120)
+
+
+UNIT_CONSTANTS = ("2", "7", "12", "24", "60", "100")  # halves, weeks, dozens, days, hours, percent
+MAX_OPERANDS = 4
+_QUESTION_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
+
+
+def question_numbers(question: str) -> list[str]:
+    """The numbers written in the question, commas dropped, in order of appearance, once each."""
+    found = [m.replace(",", "").rstrip(".") for m in _QUESTION_NUMBER.findall(question)]
+    return list(dict.fromkeys(n for n in found if n))
+
+
+def statement_pattern(question: str, steps: list[str]) -> str:
+    """The regex the next statement must match (see the module docstring)."""
+    operands = [f"n{i}" for i in range(len(steps), 0, -1)]  # longest first: n12 before n1
+    operands += sorted(dict.fromkeys(question_numbers(question) + list(UNIT_CONSTANTS)), key=len, reverse=True)
+    operand = "(?:" + "|".join(re.escape(o) for o in operands) + ")"
+    return rf"^(?:n{len(steps) + 1}|answer) = {operand}(?: [-+*/] {operand}){{0,{MAX_OPERANDS - 1}}}$"
+
+
+def _program_env(steps: list[str]) -> dict[str, float] | None:
+    env: dict[str, float] = {}
+    for step in steps:
+        name, _, expr = step.partition(" = ")
+        value = eval_arithmetic(expr, env)
+        if value is None:
+            return None
+        env[name.strip()] = value
+    return env
+
+
+def _program_terminal(question: str, steps: list[str]) -> bool:
+    return bool(steps) and steps[-1].startswith("answer = ")
+
+
+def _program_answer(question: str, steps: list[str]) -> str | None:
+    env = _program_env(steps) if _program_terminal(question, steps) else None
+    return None if env is None else format(env["answer"], "g")
+
+
+GSM8K_PROGRAM = Task("gsm8k", solve=SolveGSM8K, propose=ProposeGSM8KStatement, answer=AnswerGSM8K,
+                     equivalent=numeric_equivalent, is_terminal=_program_terminal, final_answer=_program_answer,
+                     step_pattern=statement_pattern)
+
+
 @register("gsm8k.cot", kind="number")
 def cot(**options):
     """Chain of thought: one reasoning path, answer as a number."""
@@ -75,9 +138,13 @@ def bon(n: int = 4, **options):
 
 
 @register("gsm8k.tot", kind="number")
-def tot(breadth: int = 3, depth: int = 4, proposals: int = 3, **options):
-    """Tree of thought (BFS): steps are sentences or equations, scored sure/likely/impossible."""
-    return TreeOfThought(GSM8K, breadth=breadth, depth=depth, proposals=proposals, **options)
+def tot(breadth: int = 3, depth: int = 4, proposals: int = 3, steps: str = "text", **options):
+    """Tree of thought (BFS): steps are sentences or equations (``steps="program"``: statements of a
+    program, guided by a per-state grammar), scored sure/likely/impossible."""
+    if steps not in ("text", "program"):
+        raise ConfigError(f"steps must be 'text' or 'program', got {steps!r}")
+    task = GSM8K_PROGRAM if steps == "program" else GSM8K
+    return TreeOfThought(task, breadth=breadth, depth=depth, proposals=proposals, **options)
 
 
 @register("gsm8k.pot", kind="number")

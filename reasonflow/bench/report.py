@@ -36,6 +36,8 @@ def summarise(name: str, dataset: str, rows: list[dict], session, peak) -> dict:
         "k": None, "maj@k": None, "maj@k_ci95": None, "pass@k": None, "pass@k_ci95": None, "pass@1": None,
         **totals,
         "tokens_per_question": (totals["prompt_tokens"] + totals["completion_tokens"]) / n if n else None,
+        "tokens_per_solved": (totals["prompt_tokens"] + totals["completion_tokens"]) / correct if correct else None,
+        "lm_calls_per_solved": totals["lm_calls"] / correct if correct else None,
         "mean_latency_s": mean([r.get("latency_s") or 0.0 for r in rows]),
     }
     sampled = [r for r in rows if r.get("k")]
@@ -76,7 +78,7 @@ def _num(value, fmt: str) -> str:
 
 LOG_X_SPREAD = 20  # plot tokens on a log axis when the largest is this many times the smallest
 COLUMNS = ["program", "dataset", "n", "accuracy [95% CI]", "maj@k", "pass@k", "errors", "tokens/q",
-           "LM calls", "wall s", "tok/s", "util", "cache hit"]
+           "LM calls", "tokens/solved", "calls/solved", "wall s", "tok/s", "util", "cache hit"]
 
 
 def table(results: list[dict]) -> str:
@@ -88,9 +90,31 @@ def table(results: list[dict]) -> str:
         cells = [r["program"], r["dataset"], str(r["questions"]), _pct(r["accuracy"], r["ci95"]),
                  _pct(r["maj@k"]) + k if r["maj@k"] is not None else "-",
                  _pct(r["pass@k"]) + k if r["pass@k"] is not None else "-", errors,
-                 _num(r["tokens_per_question"], ".0f"), str(r["lm_calls"]), _num(r["wall_s"], ".1f"),
+                 _num(r["tokens_per_question"], ".0f"), str(r["lm_calls"]), _num(r.get("tokens_per_solved"), ".0f"),
+                 _num(r.get("lm_calls_per_solved"), ".1f"), _num(r["wall_s"], ".1f"),
                  _num(r["completion_tok_s"], ".1f"), _pct(r["utilisation"]), _pct(r["prefix_cache_hit_rate"])]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def baselines(results: list[dict]) -> str:
+    """One line per model-guided tree search that ran beside its baselines (``NAME:random``,
+    ``NAME:exact``): how much of the accuracy is the search and how much the model."""
+    by_name = {r["program"]: r for r in results}
+    lines = []
+    for r in results:
+        if ":" in r["program"] or not r["questions"]:
+            continue
+        random_, exact = by_name.get(r["program"] + ":random"), by_name.get(r["program"] + ":exact")
+        if not random_ and not exact:
+            continue
+        parts = [f"**{r['program']}** {_pct(r['accuracy'], r['ci95'])}"]
+        if random_:
+            ratio = f"model x{r['accuracy'] / random_['accuracy']:.1f}" if random_["accuracy"] else "random solved none"
+            parts.append(f"random policy (same search, no LM) {_pct(random_['accuracy'], random_['ci95'])}: {ratio}")
+        if exact:
+            parts.append(f"exact policy (a perfect model) {_pct(exact['accuracy'], exact['ci95'])}")
+        lines.append("What the model adds: " + "; ".join(parts))
     return "\n".join(lines)
 
 

@@ -15,6 +15,7 @@ GSM8K writes its golds, so "50%" does not equal "0.5" here.
 
 from __future__ import annotations
 
+import ast
 import re
 from decimal import Decimal
 from fractions import Fraction
@@ -141,3 +142,31 @@ def regex_only_number(text: str | None) -> str | None:
         return None
     found = re.findall(r"-?\d+\.?\d*", str(text))
     return found[-1] if found else None
+
+
+MAX_POWER_EXPONENT = 10  # a calculator note like 2**1000000 is not arithmetic we run
+_ARITHMETIC = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.Add, ast.Sub,
+               ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd)
+
+
+def eval_arithmetic(expr: str, env: dict[str, float]) -> float | None:
+    """The value of an arithmetic expression over numbers and ``env``'s names, or None if it is not
+    one (any call, attribute, comparison...), divides by zero or raises to a large power."""
+    try:
+        tree = ast.parse(expr, mode="eval")
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if not isinstance(node, _ARITHMETIC) or (isinstance(node, ast.Name) and node.id not in env):
+            return None
+        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
+            return None
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
+            exponent = node.right
+            if not (isinstance(exponent, ast.Constant) and abs(exponent.value) <= MAX_POWER_EXPONENT):
+                return None
+    try:
+        # Safe: the walk above admits only numbers, env names and arithmetic operators, no builtins.
+        return float(eval(compile(tree, "<note>", "eval"), {"__builtins__": {}}, dict(env)))
+    except (ArithmeticError, ValueError, TypeError):
+        return None

@@ -24,7 +24,6 @@ never reach the gold answer are dropped (and counted), not repaired.
 
 from __future__ import annotations
 
-import ast
 import functools
 import json
 import re
@@ -34,13 +33,13 @@ from pathlib import Path
 from typing import Iterable
 
 from reasonflow.checking import check, numbers_equal
+from reasonflow.checking.numeric import eval_arithmetic
 from reasonflow.errors import ConfigError, DatasetError
 
 # Output formats: the registered program (and its predictor, after "/"; default the first) whose
 # signature renders the example.
 FORMATS: dict[str, str] = {"pot": "gsm8k.pot", "cot": "gsm8k.cot",
                            "g24-propose": "game24.tot/propose", "g24-value": "game24.tot/value"}
-MAX_POWER_EXPONENT = 10  # a calculator note like 2**1000000 is not arithmetic we run
 # Statements are joined with "; " on one line. Inside the JSON string a newline is the escape "\n",
 # and SmolLM2's tokenizer merges it with what follows (".\\", "nn", "1" for ".\nn1"): the first
 # adapter, trained on the commented multi-line format, wrote its programs on one line with spaces
@@ -50,8 +49,6 @@ _NOTE = re.compile(r"<<([^<>=]+)=([^<>]*)>>")
 # A note with the prose that restates it: "48/2 = <<48/2=24>>24", "0.2 x 50 = $<<0.2*50=10>>10"
 _NOTE_IN_PROSE = re.compile(r"(?<![A-Za-z])(?:[-\d.,\s+*/x×÷()$%]*=\s*)?\$?<<([^<>=]+)=([^<>]*)>>(-?[\d.,]*\d)?")
 _NUMBER = re.compile(r"(?<![\w.])(\d+\.\d*|\.\d+|\d+)(?![\w.])")
-_ARITHMETIC = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Load, ast.Add, ast.Sub,
-               ast.Mult, ast.Div, ast.FloorDiv, ast.Mod, ast.Pow, ast.USub, ast.UAdd)
 
 
 @dataclass(frozen=True)
@@ -73,29 +70,6 @@ class SFTExample:
         return self.inputs if self.inputs is not None else {"question": self.question}
 
 
-def _arithmetic(expr: str, env: dict[str, float]) -> float | None:
-    """The value of an arithmetic expression over numbers and ``env``'s names, or None if it is not
-    one (any call, attribute, comparison...), divides by zero or raises to a large power."""
-    try:
-        tree = ast.parse(expr, mode="eval")
-    except SyntaxError:
-        return None
-    for node in ast.walk(tree):
-        if not isinstance(node, _ARITHMETIC) or (isinstance(node, ast.Name) and node.id not in env):
-            return None
-        if isinstance(node, ast.Constant) and not isinstance(node.value, (int, float)):
-            return None
-        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-            exponent = node.right
-            if not (isinstance(exponent, ast.Constant) and abs(exponent.value) <= MAX_POWER_EXPONENT):
-                return None
-    try:
-        # Safe: the walk above admits only numbers, env names and arithmetic operators, no builtins.
-        return float(eval(compile(tree, "<note>", "eval"), {"__builtins__": {}}, dict(env)))
-    except (ArithmeticError, ValueError, TypeError):
-        return None
-
-
 def _numbers_in(text: str) -> set[float]:
     return {float(m.replace(",", "")) for m in re.findall(r"\d[\d,]*\.?\d*|\.\d+", text) if m.strip(",.")}
 
@@ -113,7 +87,7 @@ def solution_to_program(question: str, solution: str, gold: str, commented: bool
         for expr, result in _NOTE.findall(text):
             name = f"n{len(env) + 1}"
             expr = _reuse_results(expr.replace("x", "*").replace("×", "*").replace("÷", "/"), env, in_question)
-            value = _arithmetic(expr, env)
+            value = eval_arithmetic(expr, env)
             if value is None:
                 return None, "note_not_arithmetic"
             if not numbers_equal(value, result.replace(",", "").rstrip(".")):
