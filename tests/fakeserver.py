@@ -26,8 +26,9 @@ def completion(*contents: str, finish_reason: str = "stop", prompt_tokens: int =
 
 
 class FakeServer:
-    def __init__(self, script: list, stall_s: float = 5.0, delay_s: float = 0.0):
+    def __init__(self, script: list, stall_s: float = 5.0, delay_s: float = 0.0, models: list[dict] | None = None):
         self.script = list(script)
+        self.models = models or [{"id": "fake", "object": "model"}]
         self.stall_s = stall_s
         self.delay_s = delay_s
         self.arrivals: list[float] = []
@@ -42,7 +43,7 @@ class FakeServer:
                 pass
 
             def do_GET(self):
-                self._send(200, {"object": "list", "data": [{"id": "fake", "object": "model"}]})
+                self._send(200, {"object": "list", "data": server.models})
 
             def do_POST(self):
                 length = int(self.headers.get("Content-Length", 0))
