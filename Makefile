@@ -1,6 +1,7 @@
 # reasonflow: setup, main job and tests. Every target installs what it needs on a fresh machine.
-#   make bench   the main job: GSM8K (20) with cot and sc@4, Game of 24 (3) with tot and cot, on the
-#                embedded CPU engine, printing the results tables
+#   make bench   the main job, on the embedded CPU engine, printing the results tables: GSM8K (20) with
+#                cot and sc@4; Game of 24 (10 test puzzles) with tot on the committed fine-tuned adapter
+#                next to the random and exact policies (same search, no LM) and the base model's cot
 #   make test    the whole test suite (unit + engine integration + browser)
 
 PYTHON ?= python3
@@ -39,14 +40,17 @@ browser:
 
 # The main job: one embedded engine for both runs, stopped at the end whatever happens.
 OUT ?= runs/main
+G24_ADAPTER := game24-tot
 bench: install
 	rm -rf $(OUT)
-	$(VENV)/bin/reasonflow engine up
+	$(VENV)/bin/reasonflow engine up --lora $(G24_ADAPTER)=programs/adapters/$(G24_ADAPTER)
 	status=0; \
 	$(PY) evals/math_bench.py --dataset gsm8k --limit 20 --programs cot,sc@4 --data-dir $(DATA_DIR) \
 	    --out $(OUT)/gsm8k || status=$$?; \
-	$(PY) evals/math_bench.py --dataset game24 --offset 900 --limit 3 --programs tot,cot --data-dir $(DATA_DIR) \
-	    --out $(OUT)/game24 || status=$$?; \
+	$(PY) evals/math_bench.py --dataset game24 --offset 900 --limit 10 --programs tot,tot:random,tot:exact \
+	    --model $(G24_ADAPTER) --data-dir $(DATA_DIR) --out $(OUT)/game24-tot || status=$$?; \
+	$(PY) evals/math_bench.py --dataset game24 --offset 900 --limit 10 --programs cot --data-dir $(DATA_DIR) \
+	    --out $(OUT)/game24-cot || status=$$?; \
 	$(VENV)/bin/reasonflow engine down; exit $$status
 
 test: install browser

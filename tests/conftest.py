@@ -15,9 +15,11 @@ import pytest
 from reasonflow.config import home_dir
 
 REPO = Path(__file__).resolve().parents[1]
-# The committed default adapter: the session engine serves it beside the base model.
+# The committed adapters: the session engine serves them beside the base model.
 DEFAULT_ADAPTER = "gsm8k-pot"
 DEFAULT_ADAPTER_DIR = REPO / "programs" / "adapters" / DEFAULT_ADAPTER
+GAME24_ADAPTER = "game24-tot"
+GAME24_ADAPTER_DIR = REPO / "programs" / "adapters" / GAME24_ADAPTER
 DATA_DIR = Path(os.environ.get("REASONFLOW_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
@@ -61,7 +63,8 @@ class EngineHandle:
         self.external = False
 
     def up(self) -> subprocess.CompletedProcess:
-        done = cli("engine", "up", "--lora", f"{DEFAULT_ADAPTER}={DEFAULT_ADAPTER_DIR}", home=self.home)
+        done = cli("engine", "up", "--lora", f"{DEFAULT_ADAPTER}={DEFAULT_ADAPTER_DIR}",
+                   "--lora", f"{GAME24_ADAPTER}={GAME24_ADAPTER_DIR}", home=self.home)
         assert done.returncode == 0, done.stderr[-3000:]
         self.base_url = base_url_of(done.stdout)
         self.up_output = done.stdout + done.stderr

@@ -29,7 +29,7 @@ from reasonflow.config import Budget
 from reasonflow.errors import ConfigError
 from reasonflow.search.actions import baseline_proposals, baseline_value, check_policy, step_field, step_format
 from reasonflow.search.base import SearchRun, SearchStrategy
-from reasonflow.search.calls import predict
+from reasonflow.search.calls import NodeCall, predict
 from reasonflow.search.task import VERDICT_VALUE, Task, expected_verdict_value, verdict_probabilities
 
 VALUE_TOP_LOGPROBS = 5  # alternatives per position: enough for the three verdict classes
@@ -169,16 +169,21 @@ class StepSearch(SearchStrategy):
                                   self.key(run.question, state.steps), self.seed)
         if callable(self.evaluator):
             return float(self.evaluator(run.question, list(state.steps)))
+        value, call = await self.lm_value(run.question, state.steps)
+        run.trace.update(state.node, **call.node_attrs())
+        return value
+
+    async def lm_value(self, question: str, steps) -> tuple[float, NodeCall]:
+        """The Value predictor's score of a state (mean over its samples) and the call behind it."""
         logprobs = {"logprobs": True, "top_logprobs": VALUE_TOP_LOGPROBS} if self.value_scoring == "logprob" else None
         call = await predict(self.value, n=self.value_samples, temperature=self.temperature if self.value_samples > 1 else None,
-                             lm_kwargs=logprobs, **self.inputs(run.question, state.steps))
-        run.trace.update(state.node, **call.node_attrs())
+                             lm_kwargs=logprobs, **self.inputs(question, steps))
         values = []
         for c in call.completions:
             probabilities = verdict_probabilities(getattr(c, "logprobs", None)) if logprobs else None
             values.append(expected_verdict_value(probabilities) if probabilities
                           else VERDICT_VALUE.get(str(c.verdict), 0.0))
-        return sum(values) / len(values) if values else 0.0
+        return (sum(values) / len(values) if values else 0.0), call
 
     async def _vote(self, run: SearchRun, states: list[State]) -> list[float]:
         if not states:
