@@ -116,7 +116,7 @@ class VLLMLM(dspy.LM):
         held = await gate.acquire(body.get("n", 1)) if gate else 0
         started = time.perf_counter()
         try:
-            response = await self.aclient.chat.completions.create(**body, extra_body=extra or None)
+            response = await (await self.aclient()).chat.completions.create(**body, extra_body=extra or None)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
         finally:
@@ -143,21 +143,23 @@ class VLLMLM(dspy.LM):
     def client(self) -> openai.OpenAI:
         if self._client is None:
             self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key,
-                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries)
+                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries,
+                                         http_client=sync_http_client(self.base_url))
         return self._client
 
-    @property
-    def aclient(self) -> openai.AsyncOpenAI:
-        """One async client per event loop: httpx connection pools must not cross loops."""
+    async def aclient(self) -> openai.AsyncOpenAI:
+        """This loop's async client (connection pools must not cross loops), closed and dropped
+        when the loop shuts down (``asyncio.run`` and ``asyncio.Runner`` do that at their end)."""
         loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        entry = self._aclients.get(loop)
+        if entry is None:
             client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries,
-                                        http_client=openai.DefaultAsyncHttpxClient(limits=limits))
-            self._aclients[loop] = client
-        return client
+                                        http_client=async_http_client(self.base_url))
+            closer = _close_at_loop_end(self._aclients, loop, client)
+            entry = self._aclients[loop] = (client, closer)
+            await closer.asend(None)
+        return entry[0]
 
     # --- request and response -----------------------------------------------------------------
     def _body(self, prompt, messages, kwargs) -> tuple[dict, dict]:
@@ -214,6 +216,37 @@ class VLLMLM(dspy.LM):
                                             f"model's context: {text}", status_code=status)
             return LMRequestError(f"{self.base_url} rejected the request ({status}): {text}", status_code=status)
         return LMError(f"request to {self.base_url} failed: {exc}")
+
+
+# --- transport (the HTTP layer under the openai client) -------------------------------------------
+MAX_CONNECTIONS = 1024  # per async client (one per event loop); above any sequence gate in use
+MAX_KEEPALIVE_CONNECTIONS = 256
+
+
+def _verify(base_url: str) -> bool:
+    """A plain-http URL needs no CA bundle: loading one costs tens of ms per client."""
+    return base_url.startswith("https:")
+
+
+def sync_http_client(base_url: str) -> httpx.Client:
+    return openai.DefaultHttpxClient(verify=_verify(base_url))
+
+
+def async_http_client(base_url: str) -> httpx.AsyncClient:
+    """The openai client over aiohttp: httpx's pool scans every connection for every request, which
+    costs milliseconds per call at hundreds in flight; aiohttp's connector does not."""
+    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS)
+    return openai.DefaultAioHttpClient(limits=limits, verify=_verify(base_url))
+
+
+async def _close_at_loop_end(clients: weakref.WeakKeyDictionary, loop, client: openai.AsyncOpenAI):
+    """An async generator the loop finalises in ``shutdown_asyncgens``: the client (which holds the
+    loop) is dropped and its connections closed, so neither the loop nor its sockets outlive it."""
+    try:
+        yield
+    finally:
+        clients.pop(loop, None)
+        await client.close()
 
 
 def _error_text(exc: openai.APIStatusError) -> str:

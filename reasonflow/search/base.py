@@ -37,12 +37,24 @@ trace_listener: contextvars.ContextVar[Callable[[dict], None] | None] = contextv
     "reasonflow_trace_listener", default=None)
 
 
+_runners = threading.local()
+
+
 def run_sync(coro):
-    """Run a coroutine to completion from sync code, even when this thread already runs a loop."""
+    """Run a coroutine to completion from sync code, even when this thread already runs a loop.
+
+    Each thread keeps one event loop for all its calls (``asyncio.Runner``), so the LM's async client
+    and its connections live as long as the thread: a fresh loop per call would build a new client,
+    SSL context and connection every time. The caller's context variables (``dspy.context``, usage
+    collectors) go with each call, as with ``asyncio.run``; Ctrl-C cancels the coroutine and waits
+    for it. Called from inside a running loop, it runs the coroutine on a worker thread's loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        runner = getattr(_runners, "runner", None)
+        if runner is None:
+            runner = _runners.runner = asyncio.Runner()
+        return runner.run(coro, context=contextvars.copy_context())
     result: dict[str, Any] = {}
     ctx = contextvars.copy_context()
 
