@@ -33,6 +33,10 @@ from typing import Any
 import dspy
 import httpx
 import openai
+from dspy.clients.call_result import CallResult
+from dspy.clients.execution import finalize, prepare
+from dspy.utils.callback import with_callbacks
+from openai.types.chat import ChatCompletion
 
 from reasonflow.config import DEFAULT_MAX_TOKENS, LMConfig
 from reasonflow.errors import (
@@ -105,7 +109,7 @@ class VLLMLM(dspy.LM):
         body, extra = self._body(prompt, messages, kwargs)
         started = time.perf_counter()
         try:
-            response = self.client.chat.completions.create(**body, extra_body=extra or None)
+            response = chat_request(self.client, body, extra)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
         return self._accept(response, body, started)
@@ -116,13 +120,26 @@ class VLLMLM(dspy.LM):
         held = await gate.acquire(body.get("n", 1)) if gate else 0
         started = time.perf_counter()
         try:
-            response = await (await self.aclient()).chat.completions.create(**body, extra_body=extra or None)
+            response = await chat_request(await self.aclient(), body, extra)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
         finally:
             if gate:
                 gate.release(held)
         return self._accept(response, body, started)
+
+    async def acall(self, prompt=None, *, messages=None, **kwargs):
+        """DSPy's ``acall`` for prompt/messages calls, minus its worker-thread hop per call (it
+        snapshots media files, which a text request has none of) and the pricing hop after it."""
+        if "request" in kwargs or not isinstance(prompt, (str, type(None))):
+            return await super().acall(prompt, messages=messages, **kwargs)  # a dspy.lm15 Request
+        return await self._acall_legacy(prompt, messages=messages, **kwargs)
+
+    @with_callbacks
+    async def _acall_legacy(self, prompt=None, *, messages=None, **kwargs):
+        call = prepare(self, prompt, messages, kwargs, asynchronous=True)
+        raw = await self.aforward(prompt=call.prompt, messages=call.messages, **call.kwargs)
+        return finalize(self, call, CallResult.legacy(self, raw, kwargs=call.kwargs))
 
     def _gate(self) -> SequenceGate | None:
         """This loop's gate for ``config.max_sequences`` (shared by copies of this LM)."""
@@ -221,6 +238,15 @@ class VLLMLM(dspy.LM):
 # --- transport (the HTTP layer under the openai client) -------------------------------------------
 MAX_CONNECTIONS = 1024  # per async client (one per event loop); above any sequence gate in use
 MAX_KEEPALIVE_CONNECTIONS = 256
+
+
+def chat_request(client, body: dict, extra: dict):
+    """POST the chat request as is (a coroutine for an async client). ``chat.completions.create``
+    first walks the body against its TypedDicts to rename aliased keys and encode files and dates,
+    which costs about as much as the rest of the call; DSPy's bodies are plain JSON with none of
+    those. Retries, timeouts and error types are the client's own, as with ``create``."""
+    return client.post("/chat/completions", body={**body, **extra}, cast_to=ChatCompletion,
+                       options={"security": {"bearer_auth": True}})
 
 
 def _verify(base_url: str) -> bool:
