@@ -1,6 +1,6 @@
 """Connect DSPy to an OpenAI-compatible vLLM endpoint, with structured outputs on by default.
 
-``connect(base_url=None, model=None, **sampling)`` returns a ``VLLMLM`` (a ``dspy.LM``). With no base
+``connect(base_url=None, model=None, **sampling)`` returns a ``VLLMLM`` (a ``dspy.BaseLM``). With no base
 URL it uses ``REASONFLOW_BASE_URL``, else the engine that ``reasonflow engine up`` left running, else it
 starts the embedded engine for the life of the process. With no model it asks ``/v1/models``.
 ``configure(...)`` does that and installs ``StructuredAdapter`` as DSPy's adapter.
@@ -11,6 +11,11 @@ candidate, in sequence; reasonflow keeps DSPy's ``forward`` plugin contract to k
 The client retries 408/409/429/5xx and connection errors with exponential backoff and honours
 Retry-After; 400/401/404 are not retried. Every request leaves a ``CallRecord`` (``reasonflow.usage``).
 Choices that stop at max_tokens are dropped and counted; when none is left, ``TruncatedError``.
+
+Client CPU per call is kept near the bare ``openai`` client's (``evals/client_overhead.py``): async
+requests go over aiohttp, whose connection pool stays cheap at hundreds in flight; bodies are sent
+without openai's parameter transform; ``VLLMLM`` subclasses ``dspy.BaseLM``, not ``dspy.LM``, so DSPy
+asks no model catalog for its capabilities and hops to no worker thread on the way.
 
 ``LMConfig(max_sequences=C)`` caps the sequences in flight (n counts n) for async calls: the search
 frontier and the bench can then admit any number of questions while the engine sees a known
@@ -88,8 +93,8 @@ class SequenceGate:
                 waiter.set_result(None)
 
 
-class VLLMLM(dspy.LM):
-    """A ``dspy.LM`` that talks to one OpenAI-compatible endpoint through the ``openai`` client."""
+class VLLMLM(dspy.BaseLM):
+    """A DSPy LM that talks to one OpenAI-compatible endpoint through the ``openai`` client."""
 
     def __init__(self, base_url: str, served_model: str, *, api_key: str | None = None,
                  config: LMConfig = LMConfig(), temperature: float = 0.0, max_tokens: int = DEFAULT_MAX_TOKENS,
