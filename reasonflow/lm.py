@@ -259,11 +259,11 @@ def _verify(base_url: str) -> bool:
     return base_url.startswith("https:")
 
 
-def sync_http_client(base_url: str) -> httpx.Client:
+def sync_http_client(base_url: str) -> openai.DefaultHttpxClient:
     return openai.DefaultHttpxClient(verify=_verify(base_url))
 
 
-def async_http_client(base_url: str) -> httpx.AsyncClient:
+def async_http_client(base_url: str) -> openai.DefaultAioHttpClient:
     """The openai client over aiohttp: httpx's pool scans every connection for every request, which
     costs milliseconds per call at hundreds in flight; aiohttp's connector does not."""
     limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS)
