@@ -36,6 +36,7 @@ QUESTION = "Natalia sold clips to 48 of her friends in April, and half as many i
 SCRIPT = str(Path(__file__).resolve())
 SYNC_PATHS = ("raw sync", "lm sync", "program sync")
 ASYNC_PATHS = ("raw async", "lm async", "program async")
+GOAL_MS = 2.0  # issue 15: client CPU per call, sync and async, at 1 and 512 in flight
 REASONFLOW_PATHS = ("lm sync", "program sync", "lm async", "program async")
 
 
@@ -219,8 +220,33 @@ def main() -> None:
     finally:
         stub.terminate()
         stub.wait(10)
+    summary = compare(rows)
     if args.json:
-        print(json.dumps({"rows": rows}, indent=2))
+        print(json.dumps({"rows": rows, "summary": summary}, indent=2))
+        return
+    for row in summary:
+        before = f", baseline {row['baseline_ms']:.2f} ms (after/before {row['after_over_before']:.2f})" \
+            if "baseline_ms" in row else ""
+        print(f"{row['path']:>14} in flight {row['inflight']:>4}: {row['ms']:.2f} ms, "
+              f"{row['over_raw']:.2f}x the raw openai call{before}; goal < {GOAL_MS} ms: "
+              f"{'met' if row['ms'] < GOAL_MS else 'MISSED'}")
+
+
+def compare(rows: list[dict]) -> list[dict]:
+    """Per reasonflow path: its CPU per call over the raw anchor at the same in-flight level (raw sync
+    for sync paths), and over the baseline tree's, when measured."""
+    cpu = {(r["path"], r["inflight"], r["tree"]): r["cpu_ms_per_call"] for r in rows}
+    out = []
+    for (path, inflight, tree), ms in cpu.items():
+        if tree != "this" or path.startswith("raw"):
+            continue
+        raw = cpu.get(("raw async" if path in ASYNC_PATHS else "raw sync", inflight, "this"))
+        row = {"path": path, "inflight": inflight, "ms": ms, "over_raw": round(ms / raw, 3) if raw else None}
+        if (path, inflight, "baseline") in cpu:
+            row["baseline_ms"] = cpu[(path, inflight, "baseline")]
+            row["after_over_before"] = round(ms / row["baseline_ms"], 3)
+        out.append(row)
+    return out
 
 
 if __name__ == "__main__":
