@@ -74,30 +74,25 @@ class EngineWork:
                 "prompt_tokens_per_sequence": round(prompt, 1), "completion_tokens_per_sequence": round(completion, 1)}
 
 
-async def mixed_peak(base_url: str, cap: int, *, prompt_tokens: float, completion_tokens: float,
-                     model: str | None = None, rounds: int = 2, api_key: str = "EMPTY") -> EngineWork:
+async def mixed_peak(base_url: str, model: str, cap: int, *, prompt_tokens: float, completion_tokens: float,
+                     rounds: int = 2, api_key: str = "EMPTY") -> EngineWork:
     """Engine work per second with ``cap`` requests in flight for ``rounds`` rounds, each with a
     prompt of about ``prompt_tokens`` tokens no other request shares and exactly ``completion_tokens``
     generated (``ignore_eos``)."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=600, max_retries=0)
-    if model is None:
-        model = (await client.models.list()).data[0].id
     words, generate = max(1, round(prompt_tokens)), max(1, round(completion_tokens))
     gate = asyncio.Semaphore(cap)
 
-    async def one(i: int) -> tuple[int, int]:
+    async def one(client, i: int) -> tuple[int, int]:
         async with gate:
             resp = await client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": f"{i}:{FILLER * words}"}], max_tokens=generate,
                 temperature=1.0, extra_body={"ignore_eos": True, "min_tokens": generate})
             return computed_prompt_tokens(resp.usage), resp.usage.completion_tokens
 
-    try:
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=600, max_retries=0) as client:
         started = time.perf_counter()
-        counts = await asyncio.gather(*(one(i) for i in range(cap * rounds)))
-        wall = time.perf_counter() - started
-    finally:
-        await client.close()
+        counts = await asyncio.gather(*(one(client, i) for i in range(cap * rounds)))
+    wall = time.perf_counter() - started
     return EngineWork(len(counts), sum(p for p, _ in counts), sum(c for _, c in counts), wall)
 
 
@@ -138,7 +133,7 @@ def utilisation(work: EngineWork, mixed: EngineWork, peak: float, guided_peak: f
 async def measure_program(name: str, examples, lm, url: str, cap: int, peak: float, guided_peak: float) -> dict:
     work, calls, errors = await achieved(reasonflow.program(name), examples, lm)
     prompt, completion = work.shape()
-    mixed = await mixed_peak(url, cap, prompt_tokens=prompt, completion_tokens=completion, model=lm.served_model)
+    mixed = await mixed_peak(url, lm.served_model, cap, prompt_tokens=prompt, completion_tokens=completion)
     return {"program": name, "questions": len(examples), "lm_calls": calls, "errors": errors,
             "work": work.to_dict(), "mixed_peak": mixed.to_dict(), **utilisation(work, mixed, peak, guided_peak)}
 

@@ -23,8 +23,8 @@ _spec.loader.exec_module(utilisation)
 
 def test_the_mixed_peak_counts_computed_prompt_tokens_plus_generated_ones_and_shares_no_prefix():
     with FakeServer([completion("x", prompt_tokens=50, cached=10)]) as server:
-        peak = asyncio.run(utilisation.mixed_peak(server.base_url, 3, prompt_tokens=20.4, completion_tokens=6.6,
-                                                  model="fake"))
+        peak = asyncio.run(utilisation.mixed_peak(server.base_url, "fake", 3, prompt_tokens=20.4,
+                                                  completion_tokens=6.6))
     assert (peak.sequences, peak.prompt_tokens, peak.completion_tokens) == (6, 6 * 40, 6 * 7)
     assert peak.tok_s == pytest.approx((240 + 42) / peak.wall_s)
     assert all(b["max_tokens"] == b["min_tokens"] == 7 and b["ignore_eos"] for b in server.bodies)
