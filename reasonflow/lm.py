@@ -135,7 +135,8 @@ class VLLMLM(dspy.BaseLM):
 
     async def acall(self, prompt=None, *, messages=None, **kwargs):
         """DSPy's ``acall`` for prompt/messages calls, minus its worker-thread hop per call (it
-        snapshots media files, which a text request has none of) and the pricing hop after it."""
+        snapshots media files, which a text request has none of) and the pricing hop after it.
+        History, callbacks and usage tracking are DSPy 3.4's own (``prepare`` and ``finalize``)."""
         if "request" in kwargs or not isinstance(prompt, (str, type(None))):
             return await super().acall(prompt, messages=messages, **kwargs)  # a dspy.lm15 Request
         return await self._acall_legacy(prompt, messages=messages, **kwargs)
@@ -248,8 +249,8 @@ MAX_KEEPALIVE_CONNECTIONS = 256
 def chat_request(client, body: dict, extra: dict):
     """POST the chat request as is (a coroutine for an async client). ``chat.completions.create``
     first walks the body against its TypedDicts to rename aliased keys and encode files and dates,
-    which costs about as much as the rest of the call; DSPy's bodies are plain JSON with none of
-    those. Retries, timeouts and error types are the client's own, as with ``create``."""
+    a large share of a call's client CPU; DSPy's bodies are plain JSON with none of those. Retries,
+    timeouts, auth and error types are the client's own, as with ``create``."""
     return client.post("/chat/completions", body={**body, **extra}, cast_to=ChatCompletion,
                        options={"security": {"bearer_auth": True}})
 
