@@ -8,7 +8,8 @@ fresh worker process, which times ``time.process_time()`` (every thread of the p
 loop thread, worker threads, the GC) over ``--calls`` calls after a warm-up, and reports milliseconds
 per call. The paths:
 
-- ``raw sync`` / ``raw async``: the bare ``openai`` client (httpx transport), the anchor;
+- ``raw sync`` / ``raw async``: the bare ``openai`` client (httpx transport), the anchor, and
+  ``raw async aiohttp``, the same over the aiohttp transport that reasonflow's async calls use;
 - ``lm sync`` / ``lm async``: ``VLLMLM.forward`` / ``aforward`` with one prompt;
 - ``program sync`` / ``program async``: ``gsm8k.cot``, through DSPy and ``StructuredAdapter``.
 
@@ -35,7 +36,7 @@ from pathlib import Path
 QUESTION = "Natalia sold clips to 48 of her friends in April, and half as many in May. How many in all?"
 SCRIPT = str(Path(__file__).resolve())
 SYNC_PATHS = ("raw sync", "lm sync", "program sync")
-ASYNC_PATHS = ("raw async", "lm async", "program async")
+ASYNC_PATHS = ("raw async", "raw async aiohttp", "lm async", "program async")
 GOAL_MS = 2.0  # issue 15: client CPU per call, sync and async, at 1 and 512 in flight
 REASONFLOW_PATHS = ("lm sync", "program sync", "lm async", "program async")
 
@@ -79,8 +80,9 @@ def _caller(path: str, url: str):
         if path == "raw sync":
             client = openai.OpenAI(base_url=url, api_key="EMPTY", max_retries=0)
             return (lambda: client.chat.completions.create(**body)), False
-        aclient = openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0, http_client=
-                                     openai.DefaultAsyncHttpxClient(limits=_httpx_limits()))
+        transport = openai.DefaultAioHttpClient if path.endswith("aiohttp") else openai.DefaultAsyncHttpxClient
+        aclient = openai.AsyncOpenAI(base_url=url, api_key="EMPTY", max_retries=0,
+                                     http_client=transport(limits=_httpx_limits()))
         return (lambda: aclient.chat.completions.create(**body)), True
     import dspy
 

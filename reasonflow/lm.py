@@ -243,7 +243,6 @@ class VLLMLM(dspy.BaseLM):
 
 # --- transport (the HTTP layer under the openai client) -------------------------------------------
 MAX_CONNECTIONS = 1024  # per async client (one per event loop); above any sequence gate in use
-MAX_KEEPALIVE_CONNECTIONS = 256
 
 
 def chat_request(client, body: dict, extra: dict):
@@ -267,8 +266,7 @@ def sync_http_client(base_url: str) -> openai.DefaultHttpxClient:
 def async_http_client(base_url: str) -> openai.DefaultAioHttpClient:
     """The openai client over aiohttp: httpx's pool scans every connection for every request, which
     costs milliseconds per call at hundreds in flight; aiohttp's connector does not."""
-    limits = httpx.Limits(max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS)
-    return openai.DefaultAioHttpClient(limits=limits, verify=_verify(base_url))
+    return openai.DefaultAioHttpClient(limits=httpx.Limits(max_connections=MAX_CONNECTIONS), verify=_verify(base_url))
 
 
 async def _close_at_loop_end(clients: weakref.WeakKeyDictionary, loop, client: openai.AsyncOpenAI):
