@@ -216,7 +216,7 @@ def main() -> None:
                 row["tree"] = "baseline" if tree else "this"
                 rows.append(row)
                 if not args.json:
-                    print(f"{path:>14} {row['tree']:>8}  in flight {inflight:>4}: "
+                    print(f"{path:>17} {row['tree']:>8}  in flight {inflight:>4}: "
                           f"{row['cpu_ms_per_call']:7.2f} ms CPU/call  ({row['wall_ms_per_call']:.2f} ms wall, "
                           f"{row['calls']} calls)", flush=True)
     finally:
@@ -229,7 +229,7 @@ def main() -> None:
     for row in summary:
         before = f", baseline {row['baseline_ms']:.2f} ms (after/before {row['after_over_before']:.2f})" \
             if "baseline_ms" in row else ""
-        print(f"{row['path']:>14} in flight {row['inflight']:>4}: {row['ms']:.2f} ms, "
+        print(f"{row['path']:>17} in flight {row['inflight']:>4}: {row['ms']:.2f} ms, "
               f"{row['over_raw']:.2f}x the raw openai call{before}; goal < {GOAL_MS} ms: "
               f"{'met' if row['ms'] < GOAL_MS else 'MISSED'}")
 
