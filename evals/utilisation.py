@@ -1,16 +1,30 @@
-"""Engine utilisation of SC@8 and ToT(b=5) on GSM8K: achieved generated tok/s divided by the engine's
-peak at the same concurrency cap, both measured in this run.
+"""Engine utilisation of SC@8 and ToT(b=5) on GSM8K: the work the engine did for the program, per
+second, divided by what it can do at the same concurrency cap, both measured in this run.
 
     python evals/utilisation.py --data-dir ../shared/data [--questions 10] [--cap 32] [--base-url URL]
+                                [--programs gsm8k.sc@8,gsm8k.tot@5] [--json]
+
+Two figures per program:
+
+- ``utilisation`` (the engine's real work): prompt tokens the engine computed (the prompt tokens less
+  the prefix-cache hits it reported) plus generated tokens, per second, over the **mixed peak**: the
+  same count for ``cap`` synthetic requests in flight shaped like the program's average sequence
+  (its computed prompt tokens and its generated tokens per sequence), each prompt starting with its
+  own number so the cache serves none of it past the chat template. Measured right after the program.
+- ``generated_only`` (the old figure, kept so earlier numbers stay comparable): generated tok/s over
+  ``peak_throughput`` at ``cap`` single-sequence requests of 64 tokens, measured first. Its peak under
+  guided JSON decoding (what reasonflow's programs use) is printed beside it.
 
 The cap is counted in sequences in flight (one request with n=8 is 8 sequences: vLLM batches them
 like 8 requests) and enforced by the LM itself (``LMConfig(max_sequences=cap)``): all questions are
 admitted at once and their requests wait at the gate, so the engine never sees more than ``cap``
 sequences, and one question's barrier (a ToT round waiting for its slowest request) does not idle
-the engine while other questions have work. The peak is
-``peak_throughput`` at ``cap`` concurrent single-sequence requests, measured right before; the peak
-under guided JSON decoding (which reasonflow's programs use) is printed beside it, since on a
-2-core CPU the grammar's per-token work is part of what the engine can do.
+the engine while other questions have work.
+
+Not guaranteed: the mixed peak matches the program's prefill/decode mix on average, not its prompt
+lengths one by one (prefill per token grows a little with prompt length); a prompt's words are not
+exactly its tokens, so the peak's shape is printed next to the program's. Cached-token counts need
+vLLM's ``--enable-prompt-tokens-details``; without them every prompt token counts as computed.
 """
 
 from __future__ import annotations
@@ -19,16 +33,76 @@ import argparse
 import asyncio
 import json
 import time
+from dataclasses import asdict, dataclass
 
 import dspy
+import openai
 
 import reasonflow
 from reasonflow.data import load
 from reasonflow.engine.throughput import peak_throughput
 from reasonflow.lm import resolve_base_url
 
+FILLER = " ship"  # one token per repeat in common tokenizers; the prompt's length in words
 
-async def achieved(program, examples, lm) -> dict:
+
+@dataclass(frozen=True)
+class EngineWork:
+    """Tokens the engine computed over a wall time, and over how many sequences."""
+
+    sequences: int
+    prompt_tokens: int  # computed: prefix-cache hits excluded
+    completion_tokens: int
+    wall_s: float
+
+    @property
+    def tok_s(self) -> float:
+        return (self.prompt_tokens + self.completion_tokens) / self.wall_s if self.wall_s else 0.0
+
+    @property
+    def generated_tok_s(self) -> float:
+        return self.completion_tokens / self.wall_s if self.wall_s else 0.0
+
+    def shape(self) -> tuple[float, float]:
+        """Computed prompt tokens and generated tokens per sequence."""
+        per = max(self.sequences, 1)
+        return self.prompt_tokens / per, self.completion_tokens / per
+
+    def to_dict(self) -> dict:
+        prompt, completion = self.shape()
+        return {**asdict(self), "tok_s": round(self.tok_s, 2), "generated_tok_s": round(self.generated_tok_s, 2),
+                "prompt_tokens_per_sequence": round(prompt, 1), "completion_tokens_per_sequence": round(completion, 1)}
+
+
+async def mixed_peak(base_url: str, model: str, cap: int, *, prompt_tokens: float, completion_tokens: float,
+                     rounds: int = 2, api_key: str = "EMPTY") -> EngineWork:
+    """Engine work per second with ``cap`` requests in flight for ``rounds`` rounds, each with a
+    prompt of about ``prompt_tokens`` tokens no other request shares and exactly ``completion_tokens``
+    generated (``ignore_eos``)."""
+    words, generate = max(1, round(prompt_tokens)), max(1, round(completion_tokens))
+    gate = asyncio.Semaphore(cap)
+
+    async def one(client, i: int) -> tuple[int, int]:
+        async with gate:
+            resp = await client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": f"{i}:{FILLER * words}"}], max_tokens=generate,
+                temperature=1.0, extra_body={"ignore_eos": True, "min_tokens": generate})
+            return computed_prompt_tokens(resp.usage), resp.usage.completion_tokens
+
+    async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=600, max_retries=0) as client:
+        started = time.perf_counter()
+        counts = await asyncio.gather(*(one(client, i) for i in range(cap * rounds)))
+    wall = time.perf_counter() - started
+    return EngineWork(len(counts), sum(p for p, _ in counts), sum(c for _, c in counts), wall)
+
+
+def computed_prompt_tokens(usage) -> int:
+    details = getattr(usage, "prompt_tokens_details", None)
+    return usage.prompt_tokens - ((getattr(details, "cached_tokens", 0) or 0) if details else 0)
+
+
+async def achieved(program, examples, lm) -> tuple[EngineWork, int, int]:
+    """The engine work of running ``program`` on every example at once, with its LM calls and errors."""
     errors = 0
 
     async def one(ex):
@@ -41,10 +115,27 @@ async def achieved(program, examples, lm) -> dict:
     started = time.perf_counter()
     with dspy.context(lm=lm, adapter=reasonflow.StructuredAdapter()), reasonflow.track_usage() as usage:
         await asyncio.gather(*(one(ex) for ex in examples))
-    wall = time.perf_counter() - started
-    return {"questions": len(examples), "wall_s": round(wall, 1),
-            "completion_tokens": usage.completion_tokens, "lm_calls": usage.calls, "errors": errors,
-            "tok_s": round(usage.completion_tokens / wall, 2)}
+    work = EngineWork(usage.sequences, usage.computed_prompt_tokens, usage.completion_tokens,
+                      time.perf_counter() - started)
+    return work, usage.calls, errors
+
+
+def utilisation(work: EngineWork, mixed: EngineWork, peak: float, guided_peak: float) -> dict:
+    """Engine work over the mixed peak; generated tokens over the generated-only peak, and over its
+    guided-decoding twin (the figures earlier runs printed)."""
+    def ratio(a: float, b: float) -> float | None:
+        return round(a / b, 3) if b else None
+
+    return {"utilisation": ratio(work.tok_s, mixed.tok_s), "generated_only": ratio(work.generated_tok_s, peak),
+            "generated_only_vs_guided_peak": ratio(work.generated_tok_s, guided_peak)}
+
+
+async def measure_program(name: str, examples, lm, url: str, cap: int, peak: float, guided_peak: float) -> dict:
+    work, calls, errors = await achieved(reasonflow.program(name), examples, lm)
+    prompt, completion = work.shape()
+    mixed = await mixed_peak(url, lm.served_model, cap, prompt_tokens=prompt, completion_tokens=completion)
+    return {"program": name, "questions": len(examples), "lm_calls": calls, "errors": errors,
+            "work": work.to_dict(), "mixed_peak": mixed.to_dict(), **utilisation(work, mixed, peak, guided_peak)}
 
 
 def main() -> None:
@@ -53,25 +144,30 @@ def main() -> None:
     parser.add_argument("--base-url")
     parser.add_argument("--questions", type=int, default=10)
     parser.add_argument("--cap", type=int, default=32, help="sequences in flight")
+    parser.add_argument("--programs", default="gsm8k.sc@8,gsm8k.tot@5",
+                        help="comma-separated programs; each runs on the dataset its name starts with")
+    parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args()
     url = resolve_base_url(args.base_url)
     lm = reasonflow.connect(url, temperature=0.0, config=reasonflow.LMConfig(max_sequences=args.cap))
-    examples = load("gsm8k", data_dir=args.data_dir, limit=args.questions)
-    peak = asyncio.run(peak_throughput(url, args.cap))
-    guided = asyncio.run(peak_throughput(url, args.cap, guided=True))
-    print(f"peak at {args.cap} sequences in flight: {peak.tok_s:.1f} tok/s "
+    peak = asyncio.run(peak_throughput(url, args.cap, model=lm.served_model))
+    guided = asyncio.run(peak_throughput(url, args.cap, model=lm.served_model, guided=True))
+    print(f"generated-only peak at {args.cap} sequences in flight: {peak.tok_s:.1f} tok/s "
           f"(with guided JSON decoding: {guided.tok_s:.1f} tok/s)", flush=True)
-    runs = {"sc@8": reasonflow.program("gsm8k.sc@8"), "tot(b=5)": reasonflow.program("gsm8k.tot@5")}
-    report = {"cap": args.cap, "peak": peak.to_dict(), "guided_peak": guided.to_dict(), "programs": {}}
-    for name, program in runs.items():
-        result = asyncio.run(achieved(program, examples, lm))
-        result["utilisation"] = round(result["tok_s"] / peak.tok_s, 3) if peak.tok_s else None
-        result["utilisation_vs_guided_peak"] = round(result["tok_s"] / guided.tok_s, 3) if guided.tok_s else None
-        report["programs"][name] = result
-        print(f"{name:>9}: {result['tok_s']:7.1f} tok/s  utilisation {result['utilisation']:.2f} "
-              f"(vs guided peak {result['utilisation_vs_guided_peak']:.2f})  "
-              f"({result['completion_tokens']} tokens, {result['lm_calls']} calls, {result['wall_s']} s)", flush=True)
-    print(json.dumps(report, indent=2))
+    report = {"cap": args.cap, "peak": peak.to_dict(), "guided_peak": guided.to_dict(), "programs": []}
+    for name in args.programs.split(","):
+        examples = load(name.split(".")[0], data_dir=args.data_dir, limit=args.questions)
+        row = asyncio.run(measure_program(name, examples, lm, url, args.cap, peak.tok_s, guided.tok_s))
+        report["programs"].append(row)
+        work, mixed = row["work"], row["mixed_peak"]
+        print(f"{name:>12}: utilisation {row['utilisation']:.2f} of the mixed peak ({work['tok_s']:.1f} of "
+              f"{mixed['tok_s']:.1f} tok/s, prompt+generated per sequence {work['prompt_tokens_per_sequence']}"
+              f"+{work['completion_tokens_per_sequence']}, peak's {mixed['prompt_tokens_per_sequence']}"
+              f"+{mixed['completion_tokens_per_sequence']}); generated-only {row['generated_only']:.2f} "
+              f"({work['generated_tok_s']:.1f} tok/s; vs guided peak {row['generated_only_vs_guided_peak']:.2f}); {row['lm_calls']} calls, {row['errors']} errors, "
+              f"{work['wall_s']:.1f} s", flush=True)
+    if args.json:
+        print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

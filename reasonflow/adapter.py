@@ -27,6 +27,7 @@ bounded (``dict`` goes out as ``json_object``), so those requests keep the calle
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,21 @@ def worst_case_tokens(schema: dict) -> int | None:
     return total
 
 
+# Per signature class (weakly: a class built on the fly does not stay alive for its cache entry).
+# Both depend only on the class; building them again for every call was a large share of its CPU.
+_response_formats: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_system_messages: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def response_format(signature: type[dspy.Signature]) -> dict:
+    """The request's response format for the signature, cached per class: shared, do not mutate."""
+    fmt = _response_formats.get(signature)
+    if fmt is None:
+        fmt = _response_formats[signature] = _build_response_format(signature)
+    return fmt
+
+
+def _build_response_format(signature: type[dspy.Signature]) -> dict:
     if _has_open_ended_mapping(signature):
         return {"type": "json_object"}
     return {"type": "json_schema",
@@ -122,6 +137,14 @@ class StructuredAdapter(dspy.JSONAdapter):
         current = lm_kwargs.get("max_tokens") or lm.kwargs.get("max_tokens")
         if needed and current and current < needed:
             lm_kwargs["max_tokens"] = needed  # so the bounded JSON can always close
+
+    def format_system_message(self, signature) -> str:
+        """JSONAdapter's system message, cached per signature class."""
+        key = (type(self), self.use_native_function_calling)
+        per_adapter = _system_messages.setdefault(signature, {})
+        if key not in per_adapter:
+            per_adapter[key] = super().format_system_message(signature)
+        return per_adapter[key]
 
     def _call_postprocess(self, processed_signature, original_signature, outputs: list, lm, lm_kwargs) -> list[dict]:
         values, errors = [], []

@@ -1,6 +1,6 @@
 """Connect DSPy to an OpenAI-compatible vLLM endpoint, with structured outputs on by default.
 
-``connect(base_url=None, model=None, **sampling)`` returns a ``VLLMLM`` (a ``dspy.LM``). With no base
+``connect(base_url=None, model=None, **sampling)`` returns a ``VLLMLM`` (a ``dspy.BaseLM``). With no base
 URL it uses ``REASONFLOW_BASE_URL``, else the engine that ``reasonflow engine up`` left running, else it
 starts the embedded engine for the life of the process. With no model it asks ``/v1/models``.
 ``configure(...)`` does that and installs ``StructuredAdapter`` as DSPy's adapter.
@@ -11,6 +11,11 @@ candidate, in sequence; reasonflow keeps DSPy's ``forward`` plugin contract to k
 The client retries 408/409/429/5xx and connection errors with exponential backoff and honours
 Retry-After; 400/401/404 are not retried. Every request leaves a ``CallRecord`` (``reasonflow.usage``).
 Choices that stop at max_tokens are dropped and counted; when none is left, ``TruncatedError``.
+
+Client CPU per call is kept near the bare ``openai`` client's (``evals/client_overhead.py``): async
+requests go over aiohttp, whose connection pool stays cheap at hundreds in flight; bodies are sent
+without openai's parameter transform; ``VLLMLM`` subclasses ``dspy.BaseLM``, not ``dspy.LM``, so DSPy
+asks no model catalog for its capabilities and hops to no worker thread on the way.
 
 ``LMConfig(max_sequences=C)`` caps the sequences in flight (n counts n) for async calls: the search
 frontier and the bench can then admit any number of questions while the engine sees a known
@@ -33,6 +38,10 @@ from typing import Any
 import dspy
 import httpx
 import openai
+from dspy.clients.call_result import CallResult
+from dspy.clients.execution import finalize, prepare
+from dspy.utils.callback import with_callbacks
+from openai.types.chat import ChatCompletion
 
 from reasonflow.config import DEFAULT_MAX_TOKENS, LMConfig
 from reasonflow.errors import (
@@ -84,8 +93,8 @@ class SequenceGate:
                 waiter.set_result(None)
 
 
-class VLLMLM(dspy.LM):
-    """A ``dspy.LM`` that talks to one OpenAI-compatible endpoint through the ``openai`` client."""
+class VLLMLM(dspy.BaseLM):
+    """A DSPy LM that talks to one OpenAI-compatible endpoint through the ``openai`` client."""
 
     def __init__(self, base_url: str, served_model: str, *, api_key: str | None = None,
                  config: LMConfig = LMConfig(), temperature: float = 0.0, max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -105,7 +114,7 @@ class VLLMLM(dspy.LM):
         body, extra = self._body(prompt, messages, kwargs)
         started = time.perf_counter()
         try:
-            response = self.client.chat.completions.create(**body, extra_body=extra or None)
+            response = chat_request(self.client, body, extra)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
         return self._accept(response, body, started)
@@ -116,13 +125,27 @@ class VLLMLM(dspy.LM):
         held = await gate.acquire(body.get("n", 1)) if gate else 0
         started = time.perf_counter()
         try:
-            response = await self.aclient.chat.completions.create(**body, extra_body=extra or None)
+            response = await chat_request(await self.aclient(), body, extra)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
         finally:
             if gate:
                 gate.release(held)
         return self._accept(response, body, started)
+
+    async def acall(self, prompt=None, *, messages=None, **kwargs):
+        """DSPy's ``acall`` for prompt/messages calls, minus its worker-thread hop per call (it
+        snapshots media files, which a text request has none of) and the pricing hop after it.
+        History, callbacks and usage tracking are DSPy 3.4's own (``prepare`` and ``finalize``)."""
+        if "request" in kwargs or not isinstance(prompt, (str, type(None))):
+            return await super().acall(prompt, messages=messages, **kwargs)  # a dspy.lm15 Request
+        return await self._acall_legacy(prompt, messages=messages, **kwargs)
+
+    @with_callbacks
+    async def _acall_legacy(self, prompt=None, *, messages=None, **kwargs):
+        call = prepare(self, prompt, messages, kwargs, asynchronous=True)
+        raw = await self.aforward(prompt=call.prompt, messages=call.messages, **call.kwargs)
+        return finalize(self, call, CallResult.legacy(self, raw, kwargs=call.kwargs))
 
     def _gate(self) -> SequenceGate | None:
         """This loop's gate for ``config.max_sequences`` (shared by copies of this LM)."""
@@ -143,21 +166,23 @@ class VLLMLM(dspy.LM):
     def client(self) -> openai.OpenAI:
         if self._client is None:
             self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key,
-                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries)
+                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries,
+                                         http_client=sync_http_client(self.base_url))
         return self._client
 
-    @property
-    def aclient(self) -> openai.AsyncOpenAI:
-        """One async client per event loop: httpx connection pools must not cross loops."""
+    async def aclient(self) -> openai.AsyncOpenAI:
+        """This loop's async client (connection pools must not cross loops), closed and dropped
+        when the loop shuts down (``asyncio.run`` and ``asyncio.Runner`` do that at their end)."""
         loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            limits = httpx.Limits(max_connections=1024, max_keepalive_connections=256)
+        entry = self._aclients.get(loop)
+        if entry is None:
             client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries,
-                                        http_client=openai.DefaultAsyncHttpxClient(limits=limits))
-            self._aclients[loop] = client
-        return client
+                                        http_client=async_http_client(self.base_url))
+            closer = _close_at_loop_end(self._aclients, loop, client)
+            entry = self._aclients[loop] = (client, closer)
+            await closer.asend(None)
+        return entry[0]
 
     # --- request and response -----------------------------------------------------------------
     def _body(self, prompt, messages, kwargs) -> tuple[dict, dict]:
@@ -214,6 +239,44 @@ class VLLMLM(dspy.LM):
                                             f"model's context: {text}", status_code=status)
             return LMRequestError(f"{self.base_url} rejected the request ({status}): {text}", status_code=status)
         return LMError(f"request to {self.base_url} failed: {exc}")
+
+
+# --- transport (the HTTP layer under the openai client) -------------------------------------------
+MAX_CONNECTIONS = 1024  # per async client (one per event loop); above any sequence gate in use
+
+
+def chat_request(client, body: dict, extra: dict):
+    """POST the chat request as is (a coroutine for an async client). ``chat.completions.create``
+    first walks the body against its TypedDicts to rename aliased keys and encode files and dates,
+    a large share of a call's client CPU; DSPy's bodies are plain JSON with none of those. Retries,
+    timeouts, auth and error types are the client's own, as with ``create``."""
+    return client.post("/chat/completions", body={**body, **extra}, cast_to=ChatCompletion,
+                       options={"security": {"bearer_auth": True}})
+
+
+def _verify(base_url: str) -> bool:
+    """A plain-http URL needs no CA bundle: loading one costs tens of ms per client."""
+    return base_url.startswith("https:")
+
+
+def sync_http_client(base_url: str) -> openai.DefaultHttpxClient:
+    return openai.DefaultHttpxClient(verify=_verify(base_url))
+
+
+def async_http_client(base_url: str) -> openai.DefaultAioHttpClient:
+    """The openai client over aiohttp: httpx's pool scans every connection for every request, which
+    costs milliseconds per call at hundreds in flight; aiohttp's connector does not."""
+    return openai.DefaultAioHttpClient(limits=httpx.Limits(max_connections=MAX_CONNECTIONS), verify=_verify(base_url))
+
+
+async def _close_at_loop_end(clients: weakref.WeakKeyDictionary, loop, client: openai.AsyncOpenAI):
+    """An async generator the loop finalises in ``shutdown_asyncgens``: the client (which holds the
+    loop) is dropped and its connections closed, so neither the loop nor its sockets outlive it."""
+    try:
+        yield
+    finally:
+        clients.pop(loop, None)
+        await client.close()
 
 
 def _error_text(exc: openai.APIStatusError) -> str:

@@ -6,6 +6,8 @@ unparseable. ``track_usage()`` opens a ``Usage`` collector for a block of code; 
 collector that is open in the current context, so a node, the search around it and the bench around
 that each see their own totals. Collectors follow ``contextvars``, so asyncio tasks inherit them;
 plain threads do not (wrap the thread's work in ``contextvars.copy_context().run``).
+``Usage.computed_prompt_tokens`` is the prompt tokens the engine really computed (prefix-cache hits
+excluded) and ``engine_tokens`` adds the generated ones: the work that engine utilisation counts.
 
 Not guaranteed: cached-token counts are what the server reports (vLLM reports them when prefix
 caching is on and ``--enable-prompt-tokens-details`` is set), otherwise zero.
@@ -60,6 +62,7 @@ class Usage:
         self.records: list[CallRecord] = []
         self._lock = threading.Lock()
         self.calls = self.prompt_tokens = self.completion_tokens = self.cached_tokens = 0
+        self.sequences = 0  # choices asked for (a request with n=k counts k)
         self.truncated = self.parse_failures = self.errors = 0
         self.latency_s = 0.0
         self.finish_reasons: Counter[str] = Counter()
@@ -67,6 +70,7 @@ class Usage:
     def add(self, rec: CallRecord) -> None:
         with self._lock:
             self.calls += 1
+            self.sequences += rec.n
             self.prompt_tokens += rec.prompt_tokens
             self.completion_tokens += rec.completion_tokens
             self.cached_tokens += rec.cached_tokens
@@ -84,6 +88,16 @@ class Usage:
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
+
+    @property
+    def computed_prompt_tokens(self) -> int:
+        """Prompt tokens the engine computed: the prompt tokens less the prefix-cache hits."""
+        return self.prompt_tokens - self.cached_tokens
+
+    @property
+    def engine_tokens(self) -> int:
+        """Tokens the engine computed: prompt tokens it prefilled plus tokens it generated."""
+        return self.computed_prompt_tokens + self.completion_tokens
 
     def to_dict(self) -> dict:
         return {

@@ -189,3 +189,27 @@ def test_logprob_values_rank_states_by_the_models_probability_not_by_the_verdict
     assert any(t in good for t, _ in scored) and any(t not in good for t, _ in scored)
     assert min(s for t, s in scored if t in good) > max(s for t, s in scored if t not in good)
     assert all(c.kwargs.get("logprobs") for c in lm.calls if step_enum(c) is None)
+
+
+def test_verdict_logprobs_come_back_through_the_http_client():
+    import asyncio
+
+    import reasonflow
+    from tests.fakeserver import FakeServer, completion
+
+    def with_logprobs(body):
+        reply = completion('{"verdict":"likely"}')
+        top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in (("likely", 0.5), ("sure", 0.4), ("imp", 0.1))]
+        reply["choices"][0]["logprobs"] = {"content": [
+            {"token": '{"verdict":"', "logprob": 0.0, "bytes": None, "top_logprobs": []},
+            {"token": "likely", "logprob": math.log(0.5), "bytes": None, "top_logprobs": top},
+            {"token": '"}', "logprob": 0.0, "bytes": None, "top_logprobs": []}]}
+        return reply
+
+    with FakeServer([with_logprobs]) as server:
+        lm = reasonflow.connect(server.base_url)
+        with dspy.context(lm=lm, adapter=StructuredAdapter()):
+            value, _ = asyncio.run(get_program("game24.tot").lm_value("4 6 8 9", []))
+        sent = server.bodies[-1]
+    assert sent["logprobs"] is True and sent["top_logprobs"] == 5
+    assert value == pytest.approx(0.4 + 0.5 * 0.5)  # p(sure) + p(likely) / 2, not the sampled "likely"

@@ -19,6 +19,7 @@ Python hook that blocks the event loop is not interrupted.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextvars
 import threading
 import time
@@ -38,11 +39,28 @@ trace_listener: contextvars.ContextVar[Callable[[dict], None] | None] = contextv
 
 
 def run_sync(coro):
-    """Run a coroutine to completion from sync code, even when this thread already runs a loop."""
+    """Run a coroutine to completion from sync code, even when this thread already runs a loop.
+
+    Each thread keeps one event loop for all its calls (an ``asyncio.Runner``), so the LM's async
+    client and its connections outlive the call: a fresh loop per call would build a new client, SSL
+    context and connection every time. The caller's context variables (``dspy.context``, usage
+    collectors) go with each call, as with ``asyncio.run``. A call that raises (Ctrl-C included) or
+    leaves tasks behind closes its loop the way ``asyncio.run`` does: what is left is cancelled and
+    worker threads are waited for. Loops are also closed at exit, and when their thread has ended.
+    Called inside a running loop, it runs on a worker thread's loop."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        thread = threading.current_thread()
+        runner = _thread_runner(thread)
+        try:
+            value = runner.run(coro, context=contextvars.copy_context())
+        except BaseException:
+            _close_runner(_runners.pop(thread))
+            raise
+        if any(not task.done() for task in asyncio.all_tasks(runner.get_loop())):
+            _close_runner(_runners.pop(thread))
+        return value
     result: dict[str, Any] = {}
     ctx = contextvars.copy_context()
 
@@ -58,6 +76,34 @@ def run_sync(coro):
     if "error" in result:
         raise result["error"]
     return result["value"]
+
+
+_runners: dict[threading.Thread, asyncio.Runner] = {}
+_runners_lock = threading.Lock()
+
+
+def _thread_runner(thread: threading.Thread) -> asyncio.Runner:
+    runner = _runners.get(thread)
+    if runner is None:
+        with _runners_lock:
+            for ended in [t for t in _runners if not t.is_alive()]:
+                _close_runner(_runners.pop(ended))
+            runner = _runners[thread] = asyncio.Runner()
+    return runner
+
+
+def _close_runner(runner: asyncio.Runner) -> None:
+    try:
+        runner.close()
+    except RuntimeError:  # its loop is running (a daemon thread at exit): the process is ending
+        pass
+
+
+@atexit.register
+def _close_runners() -> None:
+    with _runners_lock:
+        while _runners:
+            _close_runner(_runners.popitem()[1])
 
 
 @dataclass
