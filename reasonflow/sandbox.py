@@ -177,7 +177,7 @@ def run_code(code: str, *, timeout_s: float = DEFAULT_SANDBOX_TIMEOUT_S, cpu_s: 
         raise ConfigError(f"code must be a string, got {type(code).__name__}")
     if len(code) > MAX_CODE_CHARS:
         raise SandboxCodeError(f"the program is {len(code)} characters long, over MAX_CODE_CHARS={MAX_CODE_CHARS}")
-    isolated = _mode()
+    isolated = require()
     started = time.monotonic()
     deadline = started + timeout_s
     if not _SLOTS.acquire(timeout=timeout_s):
@@ -317,8 +317,9 @@ def isolation() -> Isolation:
 
 # --- the jail --------------------------------------------------------------------------------------
 
-def _mode() -> bool:
-    """True for a jail, False for an opted-in unisolated run; SandboxUnavailable otherwise."""
+def require() -> bool:
+    """True for a jail, False for an opted-in unisolated run; ``SandboxUnavailable`` otherwise (callers
+    check before asking a model for code that could not run)."""
     iso = isolation()
     if iso.available:
         return True

@@ -392,3 +392,19 @@ def test_the_host_reports_what_isolation_it_has():
 
 def test_the_parent_is_alive_and_unharmed(jail):
     assert os.getpid() > 0 and signal.getsignal(signal.SIGINT) is not None
+
+
+def test_pot_raises_sandbox_unavailable_before_any_lm_call(monkeypatch):
+    import dspy
+
+    import reasonflow
+    from reasonflow.testing import ScriptedLM
+
+    monkeypatch.setattr(sandbox, "isolation", lambda: sandbox.Isolation(False, "bubblewrap (bwrap) is not installed"))
+    monkeypatch.delenv(sandbox.ALLOW_UNISOLATED_ENV, raising=False)
+    monkeypatch.setattr(sandbox, "_allow_override", None)
+    lm = ScriptedLM(lambda call: {"code": "answer = 1"})
+    with dspy.context(lm=lm, adapter=reasonflow.StructuredAdapter()):
+        with pytest.raises(SandboxUnavailable):
+            reasonflow.program("gsm8k.pot")(question="q")
+    assert lm.calls == []

@@ -15,7 +15,7 @@ question with one node per program: its code, answer, and status ``terminal`` (r
 
 A program whose answer is a non-finite number (``float('nan')``, ``inf``) counts as failed. ``k > 1``
 at temperature 0 is refused with ``ConfigError``. Where the host has no jail for code and the user did
-not opt in to unisolated code, every program fails with ``SandboxUnavailable`` before it runs.
+not opt in to unisolated code, the search raises ``SandboxUnavailable`` before any LM call.
 
 Not guaranteed: the sandbox's own limits (see ``reasonflow.sandbox``); an answer is only as good as
 the program that computed it; with every program failing the answer is None and ``error`` says why.
@@ -31,7 +31,7 @@ import dspy
 from reasonflow.config import DEFAULT_MAX_N, Budget
 from reasonflow.errors import ConfigError, SandboxError
 from reasonflow.sandbox import (
-    DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code, check_limits,
+    DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code, check_limits, require,
 )
 from reasonflow.search import SearchRun, SearchStrategy, Task, predict, tally
 from reasonflow.strategies.cot import _text
@@ -86,6 +86,7 @@ class ProgramOfThought(SearchStrategy):
 
     async def search(self, run: SearchRun) -> None:
         check_sampling(self.k, self.temperature)  # a compiled copy may have had k or temperature set
+        require()  # SandboxUnavailable now, before the LM writes programs that could not run
         root = run.trace.add_node(text=run.question, status="expanded")
         temperature = self.temperature if self.k > 1 else None
         call = await predict(self.write, n=self.k, temperature=temperature, question=run.question)
