@@ -17,9 +17,9 @@ export OMP_NUM_THREADS ?= 2
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install browser bench test test-unit clean
+.PHONY: install browser sandbox bench test test-unit clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed sandbox
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ $(VENV)/.installed: pyproject.toml
 	# needs them.
 	$(PY) -m pip uninstall --quiet -y torchvision torchaudio torchcodec || true
 	touch $@
+
+# Debian's bubblewrap: the jail that model-written code (pot programs) runs in. Without it, pot is
+# refused unless REASONFLOW_ALLOW_UNISOLATED_CODE=1 (see reasonflow/sandbox.py).
+sandbox:
+	@if command -v bwrap >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq bubblewrap >/dev/null; \
+	else echo "install Debian's bubblewrap for the code sandbox (needs root): apt-get install bubblewrap"; fi
 
 # Headless Chromium and its driver for the trace-viewer browser test (Debian packages).
 browser:
@@ -53,10 +60,10 @@ bench: install
 	    --out $(OUT)/game24-cot || status=$$?; \
 	$(VENV)/bin/reasonflow engine down; exit $$status
 
-test: install browser
+test: install browser sandbox
 	REASONFLOW_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -ra
 
-test-unit: install
+test-unit: install sandbox
 	REASONFLOW_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -ra -m "not engine"
 
 clean:

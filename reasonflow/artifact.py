@@ -5,9 +5,18 @@
 
 The file is one JSON object: ``{"format": "reasonflow.compiled", "version": 1, "manifest": {...},
 "state": <program.dump_state()>}``. The manifest names the registered program and its options, so
-``load`` rebuilds the module from the registry and then loads the state (demos, instructions) into it;
-no code is read from the file. It also records the model, vLLM version, dataset, split and example
-ids, metric, dev scores, tokens, seed, library versions and time (see ``reasonflow.compile``).
+``load`` rebuilds the module from the registry and then loads the state into it; no code is read from
+the file. It also records the model, vLLM version, dataset, split and example ids, metric, dev
+scores, tokens, seed, library versions and time (see ``reasonflow.compile``).
+
+Loading restores prompts and demos only: per predictor, the signature's instructions and each field's
+prefix and description, and the demos (plain JSON records). Sampling settings (``config``), an LM
+(``lm`` other than null), non-empty ``traces``/``train``/``fields`` or any other attribute in the
+state are refused with ``ArtifactError``, so a file cannot override the LM or the bounds of the
+server that loads it. The manifest's ``options`` (k, breadth, temperature, ...) are bounded like a
+request's options (``reasonflow.serve.schemas.SolveOptions``; out of bounds: ``ConfigError``).
+Every malformed file (not JSON, nested too deeply, no ``program``, a ``version`` that is not the
+integer 1, a state that does not fit the program) is an ``ArtifactError``.
 
 Not guaranteed: a state compiled for one version of a program's signatures may not fit a later one;
 ``load`` then raises ``ArtifactError`` naming the mismatch.
@@ -21,12 +30,19 @@ from pathlib import Path
 
 import dspy
 
-from reasonflow.errors import ArtifactError
+from reasonflow.errors import ArtifactError, ConfigError
 
 ARTIFACT_FORMAT = "reasonflow.compiled"
 ARTIFACT_VERSION = 1
 MAX_ARTIFACT_BYTES = 32 * 1024 * 1024
+MAX_ARTIFACT_NESTING = 32  # levels of lists and objects in an artifact; deeper files are refused
+MAX_DEMOS = 64  # demos per predictor
 _PICKLE_MAGIC = (b"\x80",)  # every pickle protocol >= 2 starts with PROTO (0x80)
+# What a predictor's state may hold: prompts and demos. The rest must be absent or empty.
+_STATE_KEYS = frozenset({"demos", "signature", "traces", "train", "lm", "fields"})
+_EMPTY_KEYS = {"traces": list, "train": list, "fields": dict}  # dump_state writes them; only empty is loaded
+_SIGNATURE_KEYS = frozenset({"instructions", "fields"})
+_FIELD_KEYS = frozenset({"prefix", "description"})
 
 
 def save(program: dspy.Module, path: str | os.PathLike, *, manifest: dict) -> Path:
@@ -58,16 +74,101 @@ def read(path: str | os.PathLike) -> dict:
         raise ArtifactError(f"{path} is a pickle; reasonflow never unpickles. Use a JSON artifact.")
     try:
         payload = json.loads(raw)
+    except RecursionError as exc:
+        raise ArtifactError(f"{path} nests JSON too deeply to be a compiled program") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    _check_nesting(path, payload)
     if not isinstance(payload, dict) or payload.get("format") != ARTIFACT_FORMAT:
         raise ArtifactError(f"{path} is not a reasonflow compiled program (format {ARTIFACT_FORMAT!r})")
-    if payload.get("version") != ARTIFACT_VERSION:
-        raise ArtifactError(f"{path} has artifact version {payload.get('version')!r}; this reasonflow reads "
+    version = payload.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version != ARTIFACT_VERSION:
+        raise ArtifactError(f"{path} has artifact version {version!r}; this reasonflow reads "
                             f"version {ARTIFACT_VERSION}")
-    if not isinstance(payload.get("manifest"), dict) or not isinstance(payload.get("state"), dict):
+    manifest = payload.get("manifest")
+    if not isinstance(manifest, dict) or not isinstance(payload.get("state"), dict):
         raise ArtifactError(f"{path} lacks a manifest or a state")
+    if not isinstance(manifest.get("program"), str) or not manifest["program"]:
+        raise ArtifactError(f"{path}: the manifest does not name the registered program it was compiled from")
+    if not isinstance(manifest.get("options", {}), dict):
+        raise ArtifactError(f"{path}: the manifest's options must be an object")
     return payload
+
+
+def _check_nesting(path, payload) -> None:
+    stack = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        if children and depth > MAX_ARTIFACT_NESTING:
+            raise ArtifactError(f"{path} nests lists and objects more than {MAX_ARTIFACT_NESTING} levels deep")
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+
+
+def prompts_only(state: dict, program: dspy.Module, where: str = "the artifact") -> dict:
+    """The state with only prompts and demos, checked against ``program``'s predictors;
+    ``ArtifactError`` for anything else (sampling config, an LM, unknown attributes or predictors)."""
+    names = {name for name, _ in program.named_predictors()}
+    unknown = sorted(set(state) - names)
+    if unknown:
+        raise ArtifactError(f"{where}: the state names {unknown}, which are not predictors of this program "
+                            f"(it has {sorted(names)})")
+    clean: dict = {}
+    for name, entry in state.items():
+        if not isinstance(entry, dict):
+            raise ArtifactError(f"{where}: the state of {name!r} is not an object")
+        extra = sorted(set(entry) - _STATE_KEYS)
+        if extra:
+            raise ArtifactError(f"{where}: the state of {name!r} sets {extra}; a compiled program may restore "
+                                "prompts and demos only, not sampling settings or other attributes")
+        if entry.get("lm") is not None:
+            raise ArtifactError(f"{where}: the state of {name!r} carries its own LM; the LM comes from whoever "
+                                "loads the program")
+        for key, kind in _EMPTY_KEYS.items():
+            if key in entry and (not isinstance(entry[key], kind) or entry[key]):
+                raise ArtifactError(f"{where}: the state of {name!r} has a non-empty {key!r}; only prompts and "
+                                    "demos are loaded")
+        signature = entry.get("signature")
+        if not isinstance(signature, dict) or set(signature) - _SIGNATURE_KEYS:
+            raise ArtifactError(f"{where}: the signature state of {name!r} must hold only instructions and fields")
+        if not isinstance(signature.get("instructions", ""), str):
+            raise ArtifactError(f"{where}: the instructions of {name!r} are not text")
+        fields = signature.get("fields", [])
+        if not isinstance(fields, list) or not all(
+                isinstance(f, dict) and not set(f) - _FIELD_KEYS and all(isinstance(v, str) for v in f.values())
+                for f in fields):
+            raise ArtifactError(f"{where}: the fields of {name!r} may hold only a text prefix and description")
+        demos = entry.get("demos", [])
+        if not isinstance(demos, list) or len(demos) > MAX_DEMOS or not all(
+                isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, (str, int, float, bool, type(None)))
+                                            for k, v in d.items()) for d in demos):
+            raise ArtifactError(f"{where}: the demos of {name!r} must be at most {MAX_DEMOS} objects of plain "
+                                "values")
+        clean[name] = {"traces": [], "train": [], "demos": demos, "signature": signature, "lm": None}
+    return clean
+
+
+def check_options(program: str, options: dict) -> dict:
+    """The manifest's options, bounded like a request's (``ConfigError`` when out of bounds,
+    ``ArtifactError`` for an option the program does not take)."""
+    from pydantic import ValidationError
+
+    from reasonflow.registry import spec
+    from reasonflow.serve.schemas import SolveOptions, allowed_options
+
+    strategy = spec(program).strategy
+    allowed = allowed_options(strategy) - {"max_tokens", "deadline_s", "budget"}
+    extra = sorted(set(options) - allowed)
+    if extra:
+        raise ArtifactError(f"the manifest does not fit program {program!r}: it sets options {extra}, and the "
+                            f"program (strategy {strategy!r}) takes {sorted(allowed)}")
+    try:
+        SolveOptions.model_validate(options)
+    except ValidationError as exc:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ConfigError(f"the manifest's option {where or '?'} is out of bounds: {first.get('msg', exc)}") from exc
+    return dict(options)
 
 
 def load(path: str | os.PathLike) -> dspy.Module:
@@ -76,10 +177,21 @@ def load(path: str | os.PathLike) -> dspy.Module:
 
     payload = read(path)
     manifest = payload["manifest"]
+    name = manifest["program"]
+    if name.endswith(".json"):
+        raise ArtifactError(f"{path}: the manifest must name a registered program, not another artifact")
     try:
-        program = get_program(manifest["program"], **manifest.get("options", {}))
-        program.load_state(payload["state"])
+        options = check_options(name, manifest.get("options", {}))
+    except ArtifactError as exc:
+        raise ArtifactError(f"{path}: {exc}") from exc
+    try:
+        program = get_program(name, **options)  # ConfigError for an unknown program or bad options
+    except TypeError as exc:
+        raise ArtifactError(f"{path}: the options do not fit program {name!r}: {exc}") from exc
+    state = prompts_only(payload["state"], program, str(path))
+    try:
+        program.load_state(state)
     except Exception as exc:  # DSPy raises KeyError/ValueError/TypeError for a mismatched state
-        raise ArtifactError(f"{path}: the state does not fit program {manifest['program']!r}: {exc}") from exc
+        raise ArtifactError(f"{path}: the state does not fit program {name!r}: {exc}") from exc
     program.manifest = manifest
     return program

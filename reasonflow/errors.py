@@ -14,13 +14,14 @@ mistakes inside reasonflow itself (those stay ordinary ``TypeError``/``Assertion
     │   ├── LMTimeoutError     the server stalled, reset or kept answering 429/5xx past the retry bound
     │   ├── LMRequestError     a 4xx answer that retrying cannot fix (400, 401, 404, ...)
     │   │   └── ContextOverflowError  prompt + max_tokens exceed the model's context length
+    │   ├── UpstreamResponseError  a 200 whose body is cut off, not a completion, or has no choices
     │   ├── TruncatedError     the completion stopped at max_tokens (finish_reason="length")
     │   └── ParseError         the completion had no parseable output fields (carries the raw text)
     ├── DatasetError           a dataset name, split or local file is missing or malformed
     ├── ArtifactError          a compiled program or trace file is invalid (or a pickle)
     └── SandboxError           generated code failed in the sandbox (subclasses in reasonflow.sandbox:
                                SandboxTimeout, SandboxMemoryError, SandboxForbidden, SandboxCodeError,
-                               SandboxNoAnswer, SandboxCrashError)
+                               SandboxNoAnswer, SandboxCrashError, SandboxUnavailable)
 """
 
 from __future__ import annotations
@@ -74,6 +75,10 @@ class LMRequestError(LMError):
 
 class ContextOverflowError(LMRequestError):
     """The prompt plus max_tokens exceed the model's context length. Shorten the prompt or max_tokens."""
+
+
+class UpstreamResponseError(LMError):
+    """The endpoint answered 200 with a body that is cut off, not a chat completion, or has no choices."""
 
 
 class TruncatedError(LMError):

@@ -10,7 +10,8 @@ vLLM for k choices in a single request. (DSPy 3.4's canonical engines send one r
 candidate, in sequence; reasonflow keeps DSPy's ``forward`` plugin contract to keep native ``n``.)
 The client retries 408/409/429/5xx and connection errors with exponential backoff and honours
 Retry-After; 400/401/404 are not retried. Every request leaves a ``CallRecord`` (``reasonflow.usage``).
-Choices that stop at max_tokens are dropped and counted; when none is left, ``TruncatedError``.
+Choices that stop at max_tokens are dropped and counted; when none is left, ``TruncatedError``. A 200
+whose body is cut off, is not a chat completion, or has no choices is an ``UpstreamResponseError``.
 
 Client CPU per call is kept near the bare ``openai`` client's (``evals/client_overhead.py``): async
 requests go over aiohttp, whose connection pool stays cheap at hundreds in flight; bodies are sent
@@ -30,6 +31,7 @@ calls bypass the ``max_sequences`` gate.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import weakref
@@ -51,6 +53,7 @@ from reasonflow.errors import (
     LMRequestError,
     LMTimeoutError,
     TruncatedError,
+    UpstreamResponseError,
 )
 from reasonflow.usage import CallRecord, next_call_id, record
 
@@ -117,6 +120,9 @@ class VLLMLM(dspy.BaseLM):
             response = chat_request(self.client, body, extra)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
+        except json.JSONDecodeError as exc:  # a 200 whose body is cut off or not JSON
+            raise UpstreamResponseError(f"{self.base_url} answered with a body that is not valid JSON "
+                                        f"(cut off?): {exc}") from exc
         return self._accept(response, body, started)
 
     async def aforward(self, prompt=None, messages=None, **kwargs):
@@ -128,6 +134,9 @@ class VLLMLM(dspy.BaseLM):
             response = await chat_request(await self.aclient(), body, extra)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
+        except json.JSONDecodeError as exc:  # a 200 whose body is cut off or not JSON
+            raise UpstreamResponseError(f"{self.base_url} answered with a body that is not valid JSON "
+                                        f"(cut off?): {exc}") from exc
         finally:
             if gate:
                 gate.release(held)
@@ -198,8 +207,14 @@ class VLLMLM(dspy.BaseLM):
         return body, extra
 
     def _accept(self, response, body: dict, started: float):
-        choices = list(response.choices or [])
-        kept = [c for c in choices if c.finish_reason != "length"]
+        try:
+            choices = list(response.choices or [])
+            kept = [c for c in choices if c.finish_reason != "length"]
+            if any(not isinstance(c.message.content, (str, type(None))) for c in kept):
+                raise TypeError("a choice's message content is not text")
+        except (AttributeError, TypeError) as exc:
+            raise UpstreamResponseError(f"{self.base_url} answered with a body that is not a chat completion: "
+                                        f"{exc}") from exc
         usage = response.usage
         details = getattr(usage, "prompt_tokens_details", None)
         rec = CallRecord(
@@ -212,6 +227,8 @@ class VLLMLM(dspy.BaseLM):
             truncated=len(choices) - len(kept),
         )
         record(rec)
+        if not choices:
+            raise UpstreamResponseError(f"{self.base_url} answered with no choices (choices: [])")
         if not kept:
             raw = choices[0].message.content if choices else ""
             raise TruncatedError(

@@ -35,6 +35,41 @@ def base_url_of(output: str) -> str:
     return match.group(1)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def code_sandbox():
+    """Jail or explicit opt-in: model-written code runs in reasonflow.sandbox's bubblewrap jail; on a host
+    without one (no bwrap, no user namespaces) this session opts in to unisolated code explicitly, and
+    says so, so that PoT tests still run. Tests of the jail itself use ``jail``, which then skips (and
+    fails under CI, where `make test` installs bubblewrap)."""
+    from reasonflow import sandbox
+
+    iso = sandbox.isolation()
+    if iso.available:
+        yield iso
+        sandbox.shutdown()
+        return
+    saved = os.environ.get(sandbox.ALLOW_UNISOLATED_ENV)
+    os.environ[sandbox.ALLOW_UNISOLATED_ENV] = "1"
+    print(f"\nNOTE: {iso.reason}; this test session runs model-written code UNISOLATED "
+          f"({sandbox.ALLOW_UNISOLATED_ENV}=1)", file=sys.stderr)
+    yield iso
+    sandbox.shutdown()
+    if saved is None:
+        os.environ.pop(sandbox.ALLOW_UNISOLATED_ENV, None)
+    else:
+        os.environ[sandbox.ALLOW_UNISOLATED_ENV] = saved
+
+
+@pytest.fixture()
+def jail(code_sandbox):
+    """The bubblewrap jail, for tests of the isolation itself."""
+    if not code_sandbox.available:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must have the code sandbox's jail: {code_sandbox.reason}")
+        pytest.skip(f"no bubblewrap jail here: {code_sandbox.reason}")
+    return code_sandbox
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "gsm8k" / "test.jsonl").is_file():

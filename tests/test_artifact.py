@@ -78,3 +78,110 @@ def test_compile_bootstrap_round_trip_offline(tmp_path, data_dir, monkeypatch):
     assert 0.0 <= manifest["dev_after"]["accuracy"] <= 1.0
     monkeypatch.chdir(tmp_path)
     assert isinstance(reasonflow.load(os.path.basename(out)), dspy.Module)
+
+
+# --- issue #13, point 6: an artifact restores prompts and demos only ----------------------------------
+
+def _tampered(tmp_path, change) -> str:
+    path = compiled_sc(tmp_path)
+    payload = json.loads(path.read_text())
+    change(payload)
+    path.write_text(json.dumps(payload))
+    return str(path)
+
+
+@pytest.mark.parametrize("attack", ["config", "lm", "other", "traces", "unknown_predictor", "signature_extra",
+                                    "demo_object"])
+def test_a_state_that_sets_anything_but_prompts_and_demos_is_refused(tmp_path, attack):
+    lm_state = {"model": "openai/evil", "api_base": "http://203.0.113.9/v1", "temperature": 2.0, "max_tokens": 100000}
+    changes = {
+        "config": lambda p: p["state"]["solve.predict"].update(config={"n": 64, "max_tokens": 100000}),
+        "lm": lambda p: p["state"]["solve.predict"].update(lm=lm_state),
+        "other": lambda p: p["state"]["solve.predict"].update(stage="x"),
+        "traces": lambda p: p["state"]["solve.predict"].update(traces=[{"a": 1}]),
+        "unknown_predictor": lambda p: p["state"].update(other={"demos": []}),
+        "signature_extra": lambda p: p["state"]["solve.predict"]["signature"].update(kwargs={"n": 64}),
+        "demo_object": lambda p: p["state"]["solve.predict"]["demos"].append({"q": {"nested": [1]}}),
+    }
+    path = _tampered(tmp_path, changes[attack])
+    with pytest.raises(ArtifactError):  # before: config and lm were set on the predictor as written
+        reasonflow.load(path)
+
+
+def test_a_crafted_state_cannot_reach_the_lm_past_the_servers_bounds(tmp_path):
+    from reasonflow.serve import create_app
+    from reasonflow.serve.testing import serving
+    import httpx
+
+    path = _tampered(tmp_path, lambda p: p["state"]["solve.predict"].update(config={"n": 64, "max_tokens": 100000}))
+    lm = ScriptedLM(lambda call: {"reasoning": "r", "answer": 1})
+    with pytest.raises(ArtifactError, match="prompts and demos only"):
+        create_app([path], lm=lm)
+    assert lm.calls == []
+
+
+@pytest.mark.parametrize("options, error", [({"k": 65}, "ConfigError"), ({"temperature": 9.0}, "ConfigError"),
+                                            ({"max_tokens": 100000}, "ArtifactError"), ({"lm": "x"}, "ArtifactError")])
+def test_the_manifests_options_are_bounded_like_a_requests(tmp_path, options, error):
+    from reasonflow.errors import ConfigError
+
+    path = _tampered(tmp_path, lambda p: p["manifest"].update(options=options))
+    with pytest.raises(ConfigError if error == "ConfigError" else ArtifactError):
+        reasonflow.load(path)
+
+
+def test_a_clean_artifact_still_restores_its_instructions_and_demos(tmp_path):
+    program = reasonflow.program("gsm8k.sc@3")
+    program.solve.predict.signature = program.solve.predict.signature.with_instructions("Be brief.")
+    program.solve.predict.demos = [dspy.Example(question="1+1?", reasoning="1+1=2", answer=2.0)]
+    path = artifact.save(program, tmp_path / "sc.json", manifest={"program": "gsm8k.sc", "options": {"k": 3}})
+    loaded = reasonflow.load(str(path))
+    assert loaded.solve.predict.signature.instructions == "Be brief."
+    assert loaded.solve.predict.demos[0]["reasoning"] == "1+1=2" and loaded.solve.predict.lm is None
+    committed = reasonflow.load(str(artifact.Path(__file__).resolve().parents[1] / "programs/compiled/gsm8k-cot.json"))
+    assert len(committed.solve.predict.demos) == 4
+
+
+# --- issue #13, point 8: every malformed artifact or trace is an ArtifactError ------------------------
+
+DEEP = [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]
+
+
+@pytest.mark.parametrize("case", ["no_program", "version_true", "program_not_text", "options_list", "deep_state"])
+def test_malformed_artifacts_are_artifact_errors(tmp_path, case):
+    changes = {  # each on an otherwise loadable artifact
+        "no_program": lambda p: p["manifest"].pop("program"),
+        "version_true": lambda p: p.update(version=True),
+        "program_not_text": lambda p: p["manifest"].update(program=["gsm8k.sc"]),
+        "options_list": lambda p: p["manifest"].update(options=[1]),
+        "deep_state": lambda p: p["state"]["solve.predict"]["demos"].append({"x": DEEP}),
+    }
+    path = _tampered(tmp_path, changes[case])
+    with pytest.raises(ArtifactError):  # before: KeyError, accepted, TypeError, ...
+        reasonflow.load(path)
+
+
+def test_json_nested_200k_deep_is_an_artifact_error(tmp_path):
+    bad = tmp_path / "deep.json"
+    bad.write_text('{"format": "reasonflow.compiled", "x": ' + "[" * 200_000 + "]" * 200_000 + "}")
+    with pytest.raises(ArtifactError, match="deep"):  # before: RecursionError
+        reasonflow.load(str(bad))
+
+
+def test_a_trace_attribute_nested_500_deep_is_an_artifact_error(tmp_path):
+    from reasonflow.trace import Trace
+
+    trace = Trace(program="p", strategy="s", question="q")
+    trace.add_node(text="x", status="answer")
+    doc = trace.to_dict()
+    deep: object = "x"
+    for _ in range(500):
+        deep = [deep]
+    doc["nodes"][0]["extra"] = deep
+    path = tmp_path / "trace.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="deep"):  # before: RecursionError
+        Trace.load(path)
+    with pytest.raises(ArtifactError, match="deep"):
+        Trace.from_dict(doc)
+    assert issubclass(ArtifactError, reasonflow.ReasonflowError)

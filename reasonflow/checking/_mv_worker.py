@@ -1,8 +1,11 @@
 """Child process behind ``reasonflow.checking.math_equal``: Math-Verify with its SIGALRM timeouts off.
 
 What it does: reads JSON lines ``{"pred": str, "gold": str, "cpu_s": float}`` on stdin and answers
-each with one line ``{"equal": bool}`` (plus ``"error"`` when Math-Verify raised). Its first line is
-``{"ready": true}`` once Math-Verify is imported, or ``{"fatal": "..."}`` when it cannot be.
+each with one line ``{"equal": bool}`` (plus ``"error"`` when Math-Verify raised, and
+``"timeout": true`` when the check used up ``cpu_s`` seconds of this process's CPU time). Its first
+line is ``{"ready": true}`` once Math-Verify is imported, or ``{"fatal": "..."}`` when it cannot be.
+The budget is CPU time (``ITIMER_PROF``), not wall time, so a verdict does not depend on how loaded
+the machine is: the same input gets the same answer whether it runs alone or beside eight others.
 
 How to run: not by hand. ``reasonflow.checking._pool`` starts it as
 ``python -I _mv_worker.py '{"sys_path": [...], "memory_bytes": N}'``. ``-I`` keeps this file's folder
@@ -18,6 +21,7 @@ It exits when stdin closes.
 
 import json
 import resource
+import signal
 import sys
 
 CPU_MARGIN_S = 2  # RLIMIT_CPU counts whole seconds; the parent's wall-clock kill normally comes first
@@ -30,6 +34,14 @@ def _cap_cpu(seconds: float) -> None:
     if hard != resource.RLIM_INFINITY:
         soft = min(soft, hard)
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+
+
+class CheckTimeout(BaseException):
+    """The check used up its CPU budget. A BaseException, so Math-Verify's ``except Exception`` misses it."""
+
+
+def _on_budget(signum, frame):
+    raise CheckTimeout()
 
 
 def _reply(out, message: dict) -> None:
@@ -55,12 +67,21 @@ def main() -> int:
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which raises a typed error
         _reply(out, {"fatal": f"cannot import math_verify: {exc!r}"})
         return 1
+    signal.signal(signal.SIGPROF, _on_budget)
     _reply(out, {"ready": True})
     for line in sys.stdin:
         try:
             request = json.loads(line)
-            _cap_cpu(float(request["cpu_s"]))
-            _reply(out, {"equal": _equal(parse, verify, request["pred"], request["gold"])})
+            cpu_s = float(request["cpu_s"])
+            _cap_cpu(cpu_s)
+            signal.setitimer(signal.ITIMER_PROF, cpu_s)
+            try:
+                equal = _equal(parse, verify, request["pred"], request["gold"])
+            finally:
+                signal.setitimer(signal.ITIMER_PROF, 0)
+            _reply(out, {"equal": equal})
+        except CheckTimeout:
+            _reply(out, {"equal": False, "timeout": True})
         except Exception as exc:  # noqa: BLE001 - MemoryError, RecursionError, sympy errors: unequal
             _reply(out, {"equal": False, "error": repr(exc)[:500]})
     return 0

@@ -1,20 +1,32 @@
 """A small pool of Math-Verify worker processes; a check that overruns its budget kills its worker.
 
 What it does: ``WorkerPool.equal(pred, gold, timeout_s)`` sends one comparison to an idle worker
-(``_mv_worker.py``) and waits at most ``timeout_s`` for the answer. On a timeout or a dead worker it
-kills that process (SIGKILL), starts a replacement and returns False. Workers start lazily, at most
-``size`` run at once, and idle ones are reused. No signals are used in the caller, so any thread (and
-an event loop, through ``asyncio.to_thread``) may call it.
+(``_mv_worker.py``) and returns its verdict. Workers start lazily, at most ``size`` run at once, and
+idle ones are reused. No signals are used in the caller, so any thread (and an event loop, through
+``asyncio.to_thread``) may call it.
+
+It keeps its word under load:
+
+- the budget: a call returns within ``timeout_s`` of wall time, the wait for a free worker included
+  (the queue is bounded by each caller's own deadline); only a fresh worker's start is on top
+  (bounded separately by ``start_timeout_s``: about a second, paid by the first call and after a kill);
+- the verdict: the worker spends at most ``CPU_SHARE * timeout_s`` seconds of its own CPU time on a
+  check (a CPU-time budget, so load does not change it) and answers False when that runs out; each
+  verdict the worker gives is kept (an LRU of ``memo_size`` inputs), and concurrent calls with the
+  same input wait for the one check in flight, so the same input gets the same verdict every time.
+
+A check cut off by the wall clock (a worker stuck in C code, or a caller whose deadline passed in the
+queue) is False for that call and not kept; a stuck worker is killed (SIGKILL) and replaced.
 
 How to run: ``reasonflow.checking.latex`` owns the one pool; use ``math_equal`` rather than this.
 
-What it does not guarantee: ``timeout_s`` bounds the check itself, not the wait for a free worker
-(at most ``size`` checks run at once; others queue) nor a fresh worker's start (bounded separately
-by ``start_timeout_s``). POSIX only (``select.poll`` on pipes, ``start_new_session``).
+What it does not guarantee: POSIX only (``select.poll`` on pipes, ``start_new_session``, ITIMER_PROF);
+a verdict cut off by the wall clock under heavy load is False, as any timeout.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import select
@@ -22,6 +34,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
+from concurrent.futures import Future
 from pathlib import Path
 
 from reasonflow.errors import ConfigError
@@ -29,6 +43,8 @@ from reasonflow.errors import ConfigError
 WORKER_PATH = Path(__file__).with_name("_mv_worker.py")
 KILL_WAIT_S = 5.0  # reaping a SIGKILLed worker; it cannot refuse, so this only guards a wedged kernel
 READ_CHUNK_BYTES = 1 << 16
+CPU_SHARE = 0.8  # of timeout_s: a check's CPU budget in the worker, so its own answer beats the wall clock
+DEFAULT_MEMO_SIZE = 4096  # verdicts kept per pool
 
 
 class _Worker:
@@ -93,10 +109,11 @@ class _Worker:
 class WorkerPool:
     """At most ``size`` Math-Verify workers, shared by every thread of this process."""
 
-    def __init__(self, size: int, start_timeout_s: float, memory_bytes: int):
-        if size < 1 or start_timeout_s <= 0 or memory_bytes < 0:
+    def __init__(self, size: int, start_timeout_s: float, memory_bytes: int, memo_size: int = DEFAULT_MEMO_SIZE):
+        if size < 1 or start_timeout_s <= 0 or memory_bytes < 0 or memo_size < 0:
             raise ConfigError(f"bad worker pool bounds: size={size}, start_timeout_s={start_timeout_s}")
         self.size, self.start_timeout_s, self.memory_bytes = size, start_timeout_s, memory_bytes
+        self.memo_size = memo_size
         self._reset()
         os.register_at_fork(after_in_child=self._reset)  # a forked child must not share our pipes
 
@@ -105,13 +122,53 @@ class WorkerPool:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._all: set[_Worker] = set()
+        self._memo: OrderedDict[bytes, bool] = OrderedDict()
+        self._inflight: dict[bytes, Future] = {}
 
     def equal(self, pred: str, gold: str, timeout_s: float) -> bool:
-        """Math-Verify's verdict on ``pred`` against ``gold``; False if it takes over ``timeout_s``."""
-        with self._slots:
+        """Math-Verify's verdict on ``pred`` against ``gold`` within ``timeout_s`` (False past it)."""
+        deadline = time.monotonic() + timeout_s
+        key = hashlib.sha256(json.dumps([pred, gold, timeout_s]).encode()).digest()
+        with self._lock:
+            if key in self._memo:
+                self._memo.move_to_end(key)
+                return self._memo[key]
+            leader = key not in self._inflight
+            future = self._inflight.setdefault(key, Future())
+        if not leader:  # the same input is being checked: its verdict is ours
+            try:
+                return future.result(timeout=max(deadline - time.monotonic(), 0) + self.start_timeout_s)
+            except Exception:  # noqa: BLE001 - the leader failed or took too long: no verdict for us either
+                return False
+        verdict, kept = False, False
+        try:
+            verdict, kept = self._check(pred, gold, timeout_s, deadline)
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(verdict)
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
+                if kept and self.memo_size:
+                    self._memo[key] = verdict
+                    while len(self._memo) > self.memo_size:
+                        self._memo.popitem(last=False)
+        return verdict
+
+    def _check(self, pred: str, gold: str, timeout_s: float, deadline: float) -> tuple[bool, bool]:
+        """``(verdict, kept)``: kept when the worker itself answered (a verdict, or its CPU budget ran out)."""
+        if not self._slots.acquire(timeout=max(deadline - time.monotonic(), 0)):
+            return False, False  # no worker came free within the budget
+        try:
             worker = self._take()
             try:
-                verdict = self._ask(worker, pred, gold, timeout_s)
+                if not worker.ready:  # a fresh worker's start is bounded by start_timeout_s, not the budget
+                    started = time.monotonic()
+                    self._wait_ready(worker)
+                    deadline += time.monotonic() - started
+                verdict = self._ask(worker, pred, gold, timeout_s, deadline)
             except BaseException:  # a start failure, or an interrupt mid-read: its state is unknown
                 self._discard(worker)
                 raise
@@ -121,9 +178,16 @@ class WorkerPool:
                     self._give_back(self._spawn())  # start the replacement now, off the next call's clock
                 except ConfigError:  # out of processes or descriptors: the next call retries (or raises)
                     pass
-                return False
+                return False, False
             self._give_back(worker)
-            return verdict
+            return verdict, True
+        finally:
+            self._slots.release()
+
+    def forget(self) -> None:
+        """Drop the kept verdicts (for tests and long-lived processes that want fresh checks)."""
+        with self._lock:
+            self._memo.clear()
 
     def warm(self) -> None:
         """Start every worker now and wait until each is ready, so later checks pay no start-up."""
@@ -147,12 +211,10 @@ class WorkerPool:
             for _ in range(held):
                 self._slots.release()
 
-    def _ask(self, worker: _Worker, pred: str, gold: str, timeout_s: float) -> bool | None:
-        if not worker.ready:
-            self._wait_ready(worker)
-        if not worker.send({"pred": pred, "gold": gold, "cpu_s": timeout_s}):
+    def _ask(self, worker: _Worker, pred: str, gold: str, timeout_s: float, deadline: float) -> bool | None:
+        if not worker.send({"pred": pred, "gold": gold, "cpu_s": CPU_SHARE * timeout_s}):
             return None
-        reply = worker.read(timeout_s)
+        reply = worker.read(max(deadline - time.monotonic(), 0.001))
         return None if reply is None else bool(reply.get("equal"))
 
     def _wait_ready(self, worker: _Worker) -> None:

@@ -11,9 +11,10 @@ How to run: ``math_equal(r"\\boxed{\\frac{1}{2}}", "0.5")`` from any thread. It 
 
 What it does not guarantee: the verdict is Math-Verify's, including its leniencies (a percentage
 matches both its value and its value over 100: ``50\\%`` equals both 0.5 and 50). A timed-out check
-is False even when the answers are equal. ``timeout_s`` bounds the check, not the queue for a free
-worker nor a fresh worker's start-up (about a second, at most ``DEFAULT_CHECK_START_TIMEOUT_S``,
-paid by the first call and by the first call after a timeout). Only the last
+is False even when the answers are equal. ``timeout_s`` bounds the call, the queue for a free worker
+included, but not a fresh worker's start-up (about a second, at most ``DEFAULT_CHECK_START_TIMEOUT_S``,
+paid by the first call and by the first call after a timeout); the check's own budget is CPU time
+and verdicts are kept, so the same input gets the same verdict under any load (see ``_pool``). Only the last
 ``DEFAULT_CHECK_MAX_CHARS`` characters of each answer are read.
 """
 

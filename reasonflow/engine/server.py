@@ -6,6 +6,13 @@ log file, and waits until ``/health`` answers and a 1-token completion succeeds.
 or the wait runs out, ``EngineStartError`` quotes the log's tail. ``stop()`` sends SIGTERM to the
 server's process group, then SIGKILL after a grace period.
 
+An engine never outlives the process that started it (``owned=True``, the default): beside it runs a
+small watchdog (``reasonflow/engine/_watchdog.py``) holding the read end of a lifeline pipe whose write
+end only this process holds. When this process ends, however it ends (a clean exit, an exception,
+SIGTERM or SIGINT that skip ``atexit``, as uvicorn's re-raised SIGTERM does, or SIGKILL), the kernel
+closes the pipe and the watchdog stops the engine's process group. ``reasonflow engine up`` starts
+its detached engine with ``owned=False``: that one is meant to outlive the command.
+
     with reasonflow.Engine() as eng:
         print(eng.base_url)
 
@@ -31,6 +38,7 @@ from reasonflow.engine.model import resolve_model
 from reasonflow.errors import ConfigError, EngineStartError
 
 POLL_INTERVAL_S = 1.0
+WATCHDOG_SCRIPT = Path(__file__).with_name("_watchdog.py")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -82,7 +90,7 @@ class Engine:
     """An embedded vLLM server. Use as a context manager, or call ``start()`` and ``stop()``."""
 
     def __init__(self, model: str | None = None, *, lora: dict[str, str] | None = None,
-                 config: EngineConfig | None = None, **overrides):
+                 config: EngineConfig | None = None, owned: bool = True, **overrides):
         config = config or EngineConfig()
         if model is not None:
             overrides["model"] = model
@@ -95,6 +103,9 @@ class Engine:
         self.served_model: str | None = None
         self.model_dir: Path | None = None
         self.log_path: Path | None = None
+        self.owned = owned
+        self.watchdog: subprocess.Popen | None = None
+        self._lifeline: int | None = None  # the write end of the watchdog's pipe, held only here
 
     @property
     def base_url(self) -> str:
@@ -144,6 +155,8 @@ class Engine:
                                             start_new_session=True)
         self.pid = self.process.pid
         try:
+            if self.owned:
+                self._start_watchdog()
             self.wait_ready()
         except BaseException:
             self.stop()
@@ -162,12 +175,36 @@ class Engine:
         raise EngineStartError(f"the vLLM server was not ready within {self.config.start_timeout_s:.0f}s",
                                log_tail(self.log_path), str(self.log_path))
 
+    def _start_watchdog(self) -> None:
+        """The lifeline: a watchdog that stops the engine's group when this process is gone."""
+        read_end, write_end = os.pipe()  # both close-on-exec: no other child inherits the write end
+        try:
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-I", "-S", str(WATCHDOG_SCRIPT), str(self.pid), str(self.config.stop_grace_s)],
+                stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True,
+                start_new_session=True)
+        except BaseException:
+            os.close(write_end)
+            raise
+        finally:
+            os.close(read_end)
+        self._lifeline = write_end
+
     def stop(self) -> None:
         """SIGTERM the server's process group; SIGKILL it after ``stop_grace_s``."""
         if not self.pid:
             return
         stop_process_group(self.pid, self.config.stop_grace_s, self.process)
         self.process = None
+        if self._lifeline is not None:  # the watchdog sees EOF, finds the group empty and exits
+            os.close(self._lifeline)
+            self._lifeline = None
+        if self.watchdog is not None:
+            try:
+                self.watchdog.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+            self.watchdog = None
 
     def alive(self) -> bool:
         return pid_alive(self.pid)

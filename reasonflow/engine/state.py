@@ -4,8 +4,9 @@ A JSON state file (``$REASONFLOW_HOME/engine.json``) records the server's pid, U
 ``up()`` reuses a live, ready engine instead of starting a second one, under a file lock so two
 concurrent ``up`` calls still start one server. ``status()`` reads the file and checks the server;
 ``down()`` stops it and removes the file. ``shared_engine()`` is what ``reasonflow.lm.connect()`` uses
-when no base URL is given: the detached engine if one is up, else one owned by this process and
-stopped at exit.
+when no base URL is given: the detached engine if one is up, else one owned by this process: stopped
+at exit, and by its lifeline watchdog when the process ends any other way (a signal, SIGKILL), so it
+never outlives its owner (see ``reasonflow.engine.server``).
 
 Not guaranteed: a state file from another machine or user is trusted as far as its pid and port.
 """
@@ -78,7 +79,7 @@ def up(config: EngineConfig | None = None) -> tuple[EngineState, bool]:
             return state, False
         if state is not None and state.alive():
             stop_process_group(state.pid, DEFAULT_ENGINE_STOP_GRACE_S)
-        engine = Engine(config=config).start()
+        engine = Engine(config=config, owned=False).start()  # detached: it outlives this command
         state = EngineState(pid=engine.pid, base_url=engine.base_url, model=config.model,
                             served_model=engine.served_model, log_path=str(engine.log_path),
                             started_at=time.time(), lora=tuple(name for name, _ in config.lora))

@@ -9,8 +9,10 @@ trace}``, the trace in node-link form), ``POST /v1/solve/stream`` (the search as
 ``?format=html``), the OpenAI-compatible ``GET /v1/models`` and ``POST /v1/chat/completions``
 (``reasonflow.serve.openai_routes``), ``GET /healthz`` (the process) and ``GET /readyz`` (the engine,
 with a 1-token completion). Guards (``reasonflow.serve.middleware``): Bearer auth when ``api_key`` is
-set (all but /healthz), a body limit (413), a concurrency limit (fast 503); bad parameters get 422
-before any LM call. ``lm=`` replaces the engine connection (tests pass a ``ScriptedLM``).
+set (all but /healthz), a body limit (413) and read timeout (408), then a concurrency limit (fast 503);
+bad parameters get 422 before any LM call; every request has a deadline (504; ``ServeLimits``
+``request_deadline_s``, shown at ``/v1/models``); ``pot`` programs need the sandbox (503
+``sandbox_unavailable`` without it, unless ``allow_unisolated_code``). ``lm=`` replaces the engine connection (tests pass a ``ScriptedLM``).
 
 Not guaranteed: TLS (terminate it in a proxy), persistence of traces across restarts, fairness
 between clients. Graceful shutdown is uvicorn's: on SIGTERM it stops accepting and lets in-flight
@@ -20,6 +22,7 @@ requests finish (``reasonflow.serve.cli`` bounds the wait).
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Literal, Sequence
 
@@ -30,7 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from reasonflow import __version__
+from reasonflow import __version__, sandbox
 from reasonflow.engine.server import is_ready
 from reasonflow.serve.config import ServeLimits
 from reasonflow.serve.events import EventStreamResponse, search_events
@@ -43,6 +46,7 @@ from reasonflow.serve.store import TraceStore
 from reasonflow.trace.html import CSP, render_html
 
 SOLVING_PATHS = frozenset({"/v1/solve", "/v1/solve/stream", "/v1/chat/completions"})
+log = logging.getLogger("reasonflow.serve")
 
 
 @dataclass
@@ -58,14 +62,22 @@ class ServerState:
 
 
 def create_app(programs: Sequence[str], *, lm: dspy.LM | None = None, base_url: str | None = None,
-               model: str | None = None, api_key: str | None = None, limits: ServeLimits = ServeLimits()) -> FastAPI:
+               model: str | None = None, api_key: str | None = None, limits: ServeLimits = ServeLimits(),
+               allow_unisolated_code: bool | None = None) -> FastAPI:
     """The app serving ``programs`` (registered names like ``gsm8k.sc@8``, or compiled ``.json`` paths).
 
     Without ``lm`` it connects to ``base_url`` (default: ``REASONFLOW_BASE_URL``, else the embedded
-    engine) and ``model`` (default: the first served). Unknown programs raise ``ConfigError`` here."""
+    engine) and ``model`` (default: the first served). Unknown programs raise ``ConfigError`` here.
+    When a served program runs model-written code, the sandbox's isolation is checked now and said
+    once (a warning when there is none); ``allow_unisolated_code=True`` opts in to running such code
+    without a jail (default: ``REASONFLOW_ALLOW_UNISOLATED_CODE``), else those programs answer 503."""
     if isinstance(programs, str):
         programs = [programs]
     served = load_programs(list(programs))
+    if allow_unisolated_code is not None:
+        sandbox.allow_unisolated(allow_unisolated_code)
+    if any(p.runs_code for p in served.values()):
+        _announce_sandbox()
     if lm is None:
         from reasonflow.lm import connect
 
@@ -77,12 +89,24 @@ def create_app(programs: Sequence[str], *, lm: dspy.LM | None = None, base_url: 
     app.state.reasonflow = state
     # add_middleware wraps: the last added runs first. Order of checks: auth, body size, concurrency.
     app.add_middleware(ConcurrencyGate, gate=state.gate)
-    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(BearerAuth, api_key=api_key)
     _add_error_handlers(app)
     _add_routes(app)
     app.include_router(openai_router)
     return app
+
+
+def _announce_sandbox() -> None:
+    """Say once how model-written code will run (warning when it will not, or only unisolated)."""
+    line = sandbox.describe()
+    if sandbox.isolation().available:
+        log.info(line)
+        sandbox.warm()
+    else:
+        log.warning(line)
+        if sandbox.unisolated_allowed():
+            sandbox.warm()
 
 
 def _error(status: int, message: str, type_: str, code: str | None = None, param: str | None = None,

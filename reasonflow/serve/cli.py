@@ -7,7 +7,13 @@
 ``register_cli(subparsers)`` adds the subcommand to ``reasonflow.cli``. The API key may come from
 ``REASONFLOW_SERVE_API_KEY`` instead of ``--api-key`` (so it stays out of the process list).
 ``serve(...)`` is the function behind it, for use from Python. SIGTERM or Ctrl-C stops accepting
-connections and lets in-flight requests finish for up to ``--shutdown-grace`` seconds.
+connections and lets in-flight requests finish for up to ``--shutdown-grace`` seconds; an engine that
+the server started itself (no ``--base-url`` and no detached engine) stops with it, however it ends.
+Every request has a deadline (``--request-deadline``, default 120 s; a request may ask for up to
+``--max-request-deadline`` with ``options.deadline_s``), and its body must arrive within
+``--body-timeout``. Programs that run model-written code (``pot``) need a bubblewrap jail; without
+one the server says so at start and answers them 503 unless started with ``--allow-unisolated-code``
+(or ``REASONFLOW_ALLOW_UNISOLATED_CODE=1``).
 
 Not guaranteed: TLS, or binding beyond loopback safely without ``--api-key``: a warning is printed
 when ``--host`` is not a loopback address and no key is set.
@@ -29,7 +35,8 @@ API_KEY_ENV = "REASONFLOW_SERVE_API_KEY"
 
 def serve(programs: list[str], *, base_url: str | None = None, model: str | None = None,
           host: str = DEFAULT_SERVE_HOST, port: int = DEFAULT_SERVE_PORT, api_key: str | None = None,
-          limits: ServeLimits = ServeLimits(), log_level: str = "info", lm=None) -> None:
+          limits: ServeLimits = ServeLimits(), log_level: str = "info", lm=None,
+          allow_unisolated_code: bool | None = None) -> None:
     """Build the app and run it until SIGTERM/SIGINT (blocking)."""
     try:
         import uvicorn
@@ -41,7 +48,13 @@ def serve(programs: list[str], *, base_url: str | None = None, model: str | None
 
     if not api_key and not _loopback(host):
         print(f"warning: serving on {host} without an API key; anyone who can reach it can use it", file=sys.stderr)
-    app = create_app(programs, lm=lm, base_url=base_url, model=model, api_key=api_key, limits=limits)
+    app = create_app(programs, lm=lm, base_url=base_url, model=model, api_key=api_key, limits=limits,
+                     allow_unisolated_code=allow_unisolated_code)
+    state = app.state.reasonflow
+    if any(p.runs_code for p in state.programs.values()):
+        from reasonflow import sandbox
+
+        print(sandbox.describe(), file=sys.stderr)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level,
                             timeout_graceful_shutdown=limits.shutdown_grace_s,
                             limit_concurrency=None, timeout_keep_alive=5)
@@ -59,9 +72,12 @@ def _loopback(host: str) -> bool:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     limits = replace(ServeLimits(), max_concurrency=args.max_concurrency, trace_retention=args.trace_retention,
-                     shutdown_grace_s=args.shutdown_grace)
+                     shutdown_grace_s=args.shutdown_grace, request_deadline_s=args.request_deadline,
+                     max_request_deadline_s=max(args.max_request_deadline, args.request_deadline),
+                     body_timeout_s=args.body_timeout)
     serve(args.programs, base_url=args.base_url, model=args.model, host=args.host, port=args.port,
-          api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, limits=limits, log_level=args.log_level)
+          api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, limits=limits, log_level=args.log_level,
+          allow_unisolated_code=True if args.allow_unisolated_code else None)
     return 0
 
 
@@ -81,6 +97,16 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--trace-retention", type=int, default=defaults.trace_retention, help="traces kept in memory")
     p.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace_s,
                    help="seconds in-flight requests get to finish after SIGTERM")
+    p.add_argument("--request-deadline", type=float, default=defaults.request_deadline_s,
+                   help="seconds each request may run before it is cancelled with a 504 (options.deadline_s "
+                        "may ask for another)")
+    p.add_argument("--max-request-deadline", type=float, default=defaults.max_request_deadline_s,
+                   help="the longest options.deadline_s a request may ask for")
+    p.add_argument("--body-timeout", type=float, default=defaults.body_timeout_s,
+                   help="seconds a client has to send its whole request body (else 408)")
+    p.add_argument("--allow-unisolated-code", action="store_true",
+                   help="run pot programs' model-written code even where no bubblewrap jail is available "
+                        "(also REASONFLOW_ALLOW_UNISOLATED_CODE=1); unsafe on a shared host")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     p.set_defaults(func=cmd_serve)
     return p

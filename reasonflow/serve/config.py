@@ -1,8 +1,9 @@
 """The server's named bounds (``DEFAULT_SERVE_*``) and ``ServeLimits``, the frozen config that carries them.
 
-Every bound of ``reasonflow serve`` lives here with a safe default: request body size, concurrent
-requests, retained traces, question length, max_tokens, sampling sizes, search budget, stream queue,
-readiness probe and shutdown grace. ``create_app(..., limits=ServeLimits(...))`` overrides them.
+Every bound of ``reasonflow serve`` lives here with a safe default: request body size and read time,
+concurrent requests, the per-request deadline, retained traces, question length, max_tokens, sampling
+sizes, search budget, stream queue, readiness probe and shutdown grace.
+``create_app(..., limits=ServeLimits(...))`` overrides them; ``GET /v1/models`` shows the deadline.
 
 Not guaranteed: the limits bound what one request may ask for and how many run at once, not the total
 CPU or engine time a client can use by sending requests one after another (there is no rate limit).
@@ -34,6 +35,9 @@ DEFAULT_SERVE_STREAM_QUEUE = 10_000  # search events buffered per stream; past i
 DEFAULT_SERVE_KEEPALIVE_S = 15.0  # SSE comment sent while a search runs without events
 DEFAULT_SERVE_READY_TIMEOUT_S = 10.0  # /readyz: the 1-token completion must answer within this
 DEFAULT_SERVE_SHUTDOWN_GRACE_S = 120.0  # SIGTERM: in-flight requests get this long to finish
+DEFAULT_REQUEST_DEADLINE_S = 120.0  # every request, unless it asks for another (options.deadline_s): then 504
+DEFAULT_SERVE_MAX_REQUEST_DEADLINE_S = 600.0  # the longest deadline a request may ask for
+DEFAULT_SERVE_BODY_TIMEOUT_S = 10.0  # the whole request body must arrive within this, else 408
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,27 @@ class ServeLimits:
     keepalive_s: float = DEFAULT_SERVE_KEEPALIVE_S
     ready_timeout_s: float = DEFAULT_SERVE_READY_TIMEOUT_S
     shutdown_grace_s: float = DEFAULT_SERVE_SHUTDOWN_GRACE_S
+    request_deadline_s: float = DEFAULT_REQUEST_DEADLINE_S
+    max_request_deadline_s: float = DEFAULT_SERVE_MAX_REQUEST_DEADLINE_S
+    body_timeout_s: float = DEFAULT_SERVE_BODY_TIMEOUT_S
 
     def __post_init__(self):
         for name in ("max_body_bytes", "max_concurrency", "trace_retention", "max_question_chars",
                      "max_tokens", "max_choices", "stream_queue", "keepalive_s", "ready_timeout_s",
-                     "shutdown_grace_s"):
+                     "shutdown_grace_s", "request_deadline_s", "max_request_deadline_s", "body_timeout_s"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ConfigError(f"ServeLimits.{name} must be > 0, got {value!r}")
+        if self.request_deadline_s > self.max_request_deadline_s:
+            raise ConfigError(f"ServeLimits.request_deadline_s={self.request_deadline_s} is over "
+                              f"max_request_deadline_s={self.max_request_deadline_s}")
+        if self.max_request_deadline_s > DEFAULT_SERVE_MAX_REQUEST_DEADLINE_S:
+            raise ConfigError(f"ServeLimits.max_request_deadline_s must be at most "
+                              f"{DEFAULT_SERVE_MAX_REQUEST_DEADLINE_S}, got {self.max_request_deadline_s}")
+
+    def public(self) -> dict:
+        """The bounds a client may want to know (shown by ``GET /v1/models``)."""
+        return {"request_deadline_s": self.request_deadline_s, "max_request_deadline_s": self.max_request_deadline_s,
+                "body_timeout_s": self.body_timeout_s, "max_body_bytes": self.max_body_bytes,
+                "max_concurrency": self.max_concurrency, "max_tokens": self.max_tokens,
+                "max_choices": self.max_choices}

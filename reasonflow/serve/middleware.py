@@ -1,19 +1,23 @@
-"""Pure ASGI middleware for the server's guards: Bearer auth, request-body limit, concurrency gate.
+"""Pure ASGI middleware for the server's guards: Bearer auth, request body, concurrency gate.
 
-They run in that order, before FastAPI parses anything: a request without the right token gets 401,
-a body over the limit gets 413 (by its Content-Length, or while a chunked body is read), and a
-solving request past the concurrency limit gets an immediate 503 with ``Retry-After``. Errors use
-OpenAI's shape, ``{"error": {"message", "type", "code"}}``, so OpenAI clients raise typed errors.
+They run in that order, before FastAPI parses anything: a request without the right token gets 401;
+then the whole body is read, bounded in size (413, at once by its Content-Length, or while a chunked
+body arrives) and in time (408 when it has not all arrived within ``body_timeout_s``); only then does
+a solving request count against the concurrency limit, and past it gets an immediate 503 with
+``Retry-After``. So clients that send half a body hold no solving slot. Errors use OpenAI's shape,
+``{"error": {"message", "type", "code"}}``, so OpenAI clients raise typed errors.
 
 The API key is compared in constant time: both sides are hashed with SHA-256 and the digests are
 compared with ``hmac.compare_digest``, so neither the key's content nor its length shows in timing.
 
-Not guaranteed: protection from slow clients (slowloris) or floods of cheap requests; put a reverse
-proxy in front for those. Health (``/healthz``) is deliberately open.
+Not guaranteed: protection from clients that trickle their headers (uvicorn reads those) or from
+floods of cheap requests; put a reverse proxy in front for those. Health (``/healthz``) is
+deliberately open.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 from hmac import compare_digest
@@ -69,11 +73,14 @@ class BearerAuth:
 
 
 class BodyLimit:
-    """413 for a body over ``max_bytes``: at once by Content-Length, else while reading a chunked body."""
+    """Reads the whole body before the app sees the request: 413 past ``max_bytes`` (by Content-Length
+    at once, else while reading), 408 when it has not all arrived within ``timeout_s``. The app then
+    gets the body replayed, so the concurrency gate behind this counts only requests whose body is in."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -84,12 +91,21 @@ class BodyLimit:
                 return await send_error(send, 400, "invalid Content-Length", "invalid_request_error")
             if int(length) > self.max_bytes:
                 return await self._too_large(send)
-            return await self.app(scope, receive, send)
-        if _header(scope, b"transfer-encoding") is None:
+        chunked = _header(scope, b"transfer-encoding") is not None
+        if not chunked and (length is None or int(length) == 0):
             return await self.app(scope, receive, send)  # no body
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
         chunks, size = [], 0
-        while True:  # a chunked body: read it here, bounded, then replay it to the app
-            message = await receive()
+        while True:
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                message = await asyncio.wait_for(receive(), timeout=remaining)
+            except asyncio.TimeoutError:
+                return await send_error(send, 408, f"the request body did not arrive within {self.timeout_s:g} s",
+                                        "invalid_request_error", "request_timeout", headers=[(b"connection", b"close")])
             if message["type"] != "http.request":
                 return  # the client left before sending its body
             chunks.append(message.get("body", b""))

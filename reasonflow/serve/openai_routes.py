@@ -11,6 +11,13 @@ the reply is SSE chunks: the role at once, each choice's answer when its search 
     client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="KEY")
     client.chat.completions.create(model="gsm8k.sc@8", messages=[{"role": "user", "content": "..."}])
 
+A choice that has no answer (the model's output was truncated, unparseable or not a finite number,
+the upstream sent no choices, or the budget ran out first) says so: its ``content`` is null, its
+``finish_reason`` is ``"error"`` and it carries an ``error`` object; when no choice has an answer the
+whole reply is a 502 ``no_answer`` error instead. ``GET /v1/models`` also shows the server's limits
+(``limits.request_deadline_s`` and the rest) and, per program, whether it runs model-written code and
+whether this server can run it (``available``).
+
 Not guaranteed: token-by-token streaming (the answer exists only when the search ends), system
 prompts, tools, logprobs or earlier turns (only the last user message is used).
 """
@@ -25,6 +32,7 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from reasonflow import sandbox
 from reasonflow.serve.events import EventStreamResponse, sse
 from reasonflow.serve.runner import ApiError, Prepared, as_api_error, until_disconnect
 from reasonflow.serve.schemas import ChatRequest
@@ -36,9 +44,11 @@ CREATED = int(time.time())
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict:
     rf = request.app.state.reasonflow
-    return {"object": "list", "data": [
+    code_ok = None if not any(p.runs_code for p in rf.programs.values()) else sandbox.available()
+    return {"object": "list", "limits": rf.limits.public(), "data": [
         {"id": p.id, "object": "model", "created": CREATED, "owned_by": "reasonflow",
-         "strategy": p.strategy, "description": p.description} for p in rf.programs.values()]}
+         "strategy": p.strategy, "description": p.description, "runs_code": p.runs_code,
+         "available": code_ok if p.runs_code else True} for p in rf.programs.values()]}
 
 
 def _prepare(request: Request, body: ChatRequest) -> list[Prepared]:
@@ -61,12 +71,26 @@ def _usage(results: list[dict]) -> dict:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _content(result: dict) -> str:
-    """The answer as message text (a whole-number float as an integer: 18.0 -> "18")."""
+def _content(result: dict) -> str | None:
+    """The answer as message text (a whole-number float as an integer: 18.0 -> "18"); None without one."""
     answer = result["answer"]
     if isinstance(answer, float) and answer.is_integer() and abs(answer) < 1e15:
         return str(int(answer))
-    return "" if answer is None else str(answer)
+    return None if answer is None else str(answer)
+
+
+def _no_answer(result: dict) -> dict:
+    """The error object of a choice without an answer."""
+    message = result.get("error") or "the program found no answer"
+    return {"message": str(message), "type": "upstream_error", "param": None, "code": "no_answer"}
+
+
+def _choice(i: int, result: dict) -> dict:
+    message = {"role": "assistant", "content": _content(result), "reasoning_content": result["reasoning"]}
+    choice = {"index": i, "finish_reason": "stop", "trace_id": result["trace_id"], "message": message}
+    if message["content"] is None:
+        choice.update(finish_reason="error", error=_no_answer(result))
+    return choice
 
 
 @router.post("/v1/chat/completions")
@@ -81,9 +105,12 @@ async def chat_completions(body: ChatRequest, request: Request) -> Response:
     finished, results = await until_disconnect(request.receive, asyncio.gather(*(rf.solver.run(p) for p in prepared)))
     if not finished:
         return Response(status_code=499)
-    choices = [{"index": i, "finish_reason": "stop", "trace_id": r["trace_id"],
-                "message": {"role": "assistant", "content": _content(r), "reasoning_content": r["reasoning"]}}
-               for i, r in enumerate(results)]
+    choices = [_choice(i, r) for i, r in enumerate(results)]
+    if all(c["finish_reason"] == "error" for c in choices):
+        first = choices[0]["error"]
+        message = first["message"] if len(choices) == 1 else f"no choice has an answer; the first: {first['message']}"
+        return JSONResponse({"error": {**first, "message": message},
+                             "trace_ids": [r["trace_id"] for r in results]}, status_code=502)
     return JSONResponse({"id": completion_id, "object": "chat.completion", "created": int(time.time()),
                          "model": body.model, "choices": choices, "usage": _usage(results),
                          "trace_ids": [r["trace_id"] for r in results]})
@@ -116,7 +143,15 @@ async def _chunks(solver, prepared: list[Prepared], completion_id: str, model: s
                     yield sse(None, {"error": {"message": err.message, "type": err.type, "code": err.code}})
                     return
                 results.append(result)
-                delta = {"content": _content(result), "reasoning_content": result["reasoning"]}
+                content = _content(result)
+                if content is None:  # no answer: no content chunk, and a finish that says why
+                    yield _chunk(completion_id, model, [{"index": i, "delta": {"reasoning_content": result["reasoning"]},
+                                                         "finish_reason": None}])
+                    yield _chunk(completion_id, model, [{"index": i, "delta": {}, "finish_reason": "error",
+                                                         "trace_id": result["trace_id"],
+                                                         "error": _no_answer(result)}])
+                    continue
+                delta = {"content": content, "reasoning_content": result["reasoning"]}
                 yield _chunk(completion_id, model, [{"index": i, "delta": delta, "finish_reason": None}])
                 yield _chunk(completion_id, model, [{"index": i, "delta": {}, "finish_reason": "stop",
                                                      "trace_id": result["trace_id"]}])

@@ -25,7 +25,9 @@ from reasonflow.errors import ConfigError
 from reasonflow.registry import get_program, spec
 from reasonflow.serve.schemas import OPTION_ATTRS, SolveOptions, check_options
 
-PROGRAM_OPTIONS_EXCLUDED = ("max_tokens",)  # LM settings, applied through dspy.context, not the program
+# LM settings (applied through dspy.context) and the server's deadline: not the program's
+PROGRAM_OPTIONS_EXCLUDED = ("max_tokens", "deadline_s")
+CODE_STRATEGIES = frozenset({"pot"})  # strategies that run model-written code in reasonflow.sandbox
 
 
 @dataclass
@@ -37,6 +39,11 @@ class ServedProgram:
     strategy: str | None
     description: str = ""
     compiled: dspy.Module | None = field(default=None, repr=False)  # the loaded artifact, never run itself
+
+    @property
+    def runs_code(self) -> bool:
+        """Whether the program runs model-written code (and so needs the sandbox)."""
+        return self.strategy in CODE_STRATEGIES
 
     def problems(self, options: SolveOptions) -> list[str]:
         """Why ``options`` cannot be used with this program (empty when they can)."""

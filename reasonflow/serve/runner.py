@@ -10,6 +10,12 @@ options or trace listener, and DSPy keeps no per-call history that would grow wi
 ``until_disconnect`` runs a coroutine as a task and cancels it when the client goes away, which
 cancels the in-flight ``openai`` requests (the engine then stops generating for them).
 
+Every run has a deadline (``ServeLimits.request_deadline_s``, or the request's ``options.deadline_s``
+within ``max_request_deadline_s``); past it the run is cancelled and the answer is a 504. A program
+that runs model-written code (``pot``) is refused with a 503 ``sandbox_unavailable`` before any LM
+call when the host has no jail and nobody opted in to unisolated code. An answer that is missing or a
+non-finite number is ``answer: null`` with an ``error`` saying why.
+
 Not guaranteed: a cancelled search leaves no trace; synchronous code inside a program (a custom
 module's ``forward``) blocks the event loop and cannot be interrupted.
 """
@@ -26,6 +32,7 @@ import dspy
 from starlette.types import Receive
 
 from reasonflow.adapter import StructuredAdapter
+from reasonflow import sandbox
 from reasonflow.errors import (
     ConfigError, ContextOverflowError, LMError, LMRequestError, LMTimeoutError, ReasonflowError,
 )
@@ -55,6 +62,7 @@ class Prepared:
     program: dspy.Module
     lm: dspy.LM
     question: str
+    deadline_s: float
 
 
 class Solver:
@@ -78,6 +86,14 @@ class Solver:
         if options.max_tokens is not None and options.max_tokens > self.limits.max_tokens:
             raise ApiError(422, f"max_tokens={options.max_tokens} is over this server's limit of {self.limits.max_tokens}",
                            code="invalid_parameter", param="max_tokens")
+        deadline = options.deadline_s if options.deadline_s is not None else self.limits.request_deadline_s
+        if deadline > self.limits.max_request_deadline_s:
+            raise ApiError(422, f"deadline_s={deadline:g} is over this server's limit of "
+                                f"{self.limits.max_request_deadline_s:g}", code="invalid_parameter", param="deadline_s")
+        if served.runs_code and not sandbox.available():
+            raise ApiError(503, f"program {name!r} runs model-written code and this server has no sandbox for it: "
+                                f"{sandbox.isolation().reason}. The operator can install bubblewrap, or start the "
+                                "server with --allow-unisolated-code", "server_error", "sandbox_unavailable")
         if problems := served.problems(options):
             raise ApiError(422, "; ".join(problems), code="invalid_option", param="options")
         try:
@@ -85,10 +101,18 @@ class Solver:
         except (ConfigError, TypeError, ValueError) as exc:
             raise ApiError(422, f"bad options for {name!r}: {exc}", code="invalid_option", param="options") from exc
         lm = self.lm.copy(max_tokens=options.max_tokens) if options.max_tokens is not None else self.lm
-        return Prepared(served, built, lm, question)
+        return Prepared(served, built, lm, question, float(deadline))
 
     async def run(self, prepared: Prepared, listener: Callable[[dict], None] | None = None) -> dict[str, Any]:
-        """Run the program; return the response body (the trace is filed in the store)."""
+        """Run the program within its deadline; return the response body (the trace is filed in the store)."""
+        try:
+            return await asyncio.wait_for(self._run(prepared, listener), timeout=prepared.deadline_s)
+        except asyncio.TimeoutError as exc:
+            raise ApiError(504, f"the request did not finish within its deadline of {prepared.deadline_s:g} s "
+                                "(options.deadline_s, or the server's request_deadline_s); it was cancelled",
+                           "timeout_error", "request_deadline") from exc
+
+    async def _run(self, prepared: Prepared, listener: Callable[[dict], None] | None) -> dict[str, Any]:
         token = trace_listener.set(listener)
         try:
             with dspy.context(lm=prepared.lm, adapter=self.adapter, disable_history=True, trace=[]):
@@ -103,27 +127,60 @@ class Solver:
         trace = getattr(pred, "trace", None)
         if not isinstance(trace, Trace):  # a plain DSPy module (e.g. some compiled artifacts): one node
             trace = _single_node_trace(prepared, pred, usage.to_dict(), listener)
+        raw = getattr(pred, "answer", None)
+        answer = _plain(raw)
+        exhausted = bool(getattr(pred, "budget_exhausted", False))
         body = {
             "program": prepared.served.id,
-            "answer": _plain(getattr(pred, "answer", None)),
-            "reasoning": _plain(getattr(pred, "reasoning", "") or ""),
+            "answer": answer,
+            "reasoning": _text(getattr(pred, "reasoning", "") or ""),
             "usage": getattr(pred, "usage", None) or usage.to_dict(),
-            "budget_exhausted": bool(getattr(pred, "budget_exhausted", False)),
+            "budget_exhausted": exhausted,
             "trace_id": self.store.put(trace),
-            "trace": trace.to_dict(),
+            "trace": _trace_dict(trace),
         }
-        if getattr(pred, "error", None):
-            body["error"] = str(pred.error)
+        error = getattr(pred, "error", None)
+        if answer is None and not error:
+            if raw is not None:
+                error = f"the program's answer {str(raw)[:40]!r} is not usable (not a finite number)"
+            else:
+                error = "the program found no answer" + (
+                    f" before its budget ran out ({trace.graph.graph.get('exhausted_by', 'budget')})" if exhausted else "")
+        if error:
+            body["error"] = str(error)
         return body
 
 
 def _plain(value: Any) -> Any:
-    """A JSON value for an answer: numbers and strings as they are, anything else (or NaN) as text."""
+    """A JSON value for an answer: numbers and strings as they are, a non-finite number as None
+    (the body's ``error`` then says why), anything else as text."""
     if value is None or isinstance(value, (str, bool, int)):
         return value
-    if isinstance(value, float) and math.isfinite(value):
-        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    try:
+        if not math.isfinite(value):
+            return None
+    except (TypeError, ValueError, OverflowError):
+        pass
     return str(value)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+def _trace_dict(trace: Trace) -> dict:
+    """The trace's node-link form; a value that is not JSON (a NaN a strategy left) becomes its text."""
+    try:
+        return trace.to_dict()
+    except ConfigError:
+        graph = trace.graph
+        for attrs in [graph.graph, *(a for _, a in graph.nodes(data=True)), *(a for _, _, a in graph.edges(data=True))]:
+            for key, value in list(attrs.items()):
+                if isinstance(value, float) and not math.isfinite(value):
+                    attrs[key] = repr(value)
+        return trace.to_dict()
 
 
 def _single_node_trace(prepared: Prepared, pred, usage: dict, listener) -> Trace:
@@ -148,6 +205,8 @@ def as_api_error(exc: BaseException) -> ApiError:
         return ApiError(504, f"the model endpoint did not answer: {exc}", "upstream_error", "upstream_timeout")
     if isinstance(exc, (LMRequestError, LMError)):
         return ApiError(502, f"the model endpoint failed: {exc}", "upstream_error", name)
+    if isinstance(exc, sandbox.SandboxUnavailable):
+        return ApiError(503, str(exc), "server_error", "sandbox_unavailable")
     if isinstance(exc, ReasonflowError):
         return ApiError(500, str(exc), "server_error", name)
     log.exception("unexpected error while solving", exc_info=exc)

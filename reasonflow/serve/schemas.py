@@ -21,7 +21,7 @@ from reasonflow.registry import SIZE_OPTION
 from reasonflow.serve.config import (
     DEFAULT_SERVE_MAX_BREADTH, DEFAULT_SERVE_MAX_CHOICES, DEFAULT_SERVE_MAX_DEADLINE_S, DEFAULT_SERVE_MAX_DEPTH,
     DEFAULT_SERVE_MAX_LM_CALLS, DEFAULT_SERVE_MAX_MESSAGES, DEFAULT_SERVE_MAX_NODES, DEFAULT_SERVE_MAX_QUESTION_CHARS,
-    DEFAULT_SERVE_MAX_SAMPLES, DEFAULT_SERVE_MAX_TOKENS,
+    DEFAULT_SERVE_MAX_REQUEST_DEADLINE_S, DEFAULT_SERVE_MAX_SAMPLES, DEFAULT_SERVE_MAX_TOKENS,
 )
 
 Samples = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_SAMPLES)
@@ -38,7 +38,8 @@ STRATEGY_OPTIONS: dict[str, frozenset[str]] = {
     "dfs": frozenset({"threshold", "depth", "proposals", "evaluator", "value_samples", "temperature"}),
     "mcts": frozenset({"iterations", "proposals", "c", "depth", "evaluator", "value_samples", "temperature"}),
 }
-COMMON_OPTIONS = frozenset({"budget", "max_tokens"})  # max_tokens goes to the LM, not the program
+# max_tokens goes to the LM and deadline_s to the server's clock, not to the program
+COMMON_OPTIONS = frozenset({"budget", "max_tokens", "deadline_s"})
 # Option name -> attribute name, for compiled programs (options are set on a copy of the loaded module).
 OPTION_ATTRS = {"depth": "max_depth"}
 
@@ -75,6 +76,8 @@ class SolveOptions(BaseModel):
     threshold: Optional[float] = Field(default=None, ge=0.0, le=1.0)
     max_tokens: Optional[int] = MaxTokens
     budget: Optional[BudgetOptions] = None
+    # The whole request's wall clock (default: the server's request_deadline_s); past it, 504.
+    deadline_s: Optional[float] = Field(default=None, gt=0.0, le=DEFAULT_SERVE_MAX_REQUEST_DEADLINE_S)
 
     def given(self) -> dict[str, Any]:
         """The options the client set, as plain values (``budget`` as a dict of its set fields)."""

@@ -2,7 +2,8 @@
 
 One request; the trace is the question and one reasoning node. With reasonflow's StructuredAdapter
 the reasoning and answer come back as bounded JSON. Not guaranteed: a truncated or unparseable
-completion gives ``answer=None`` and ``error`` (the run does not raise).
+completion, or a non-finite number as the answer (``nan``, ``1e309``), gives ``answer=None`` and
+``error`` (the run does not raise).
 """
 
 from __future__ import annotations
@@ -33,6 +34,14 @@ class ChainOfThought(SearchStrategy):
             run.extra["error"] = call.error
             return
         pred = call.completions[0]
+        from reasonflow.strategies.sc import unusable_reason, usable
+
+        if not usable(pred.answer):
+            reason = unusable_reason(pred.answer)
+            run.trace.add_node(text=pred.reasoning, parent=root, status="pruned", action="solve",
+                               answer=_text(pred.answer), reason=reason, **call.node_attrs())
+            run.extra["error"] = f"no usable answer: {reason}"
+            return
         node = run.trace.add_node(text=pred.reasoning, parent=root, status="terminal", action="solve",
                                   answer=_text(pred.answer), **call.node_attrs())
         run.offer(pred.answer, 1.0, node, pred.reasoning)

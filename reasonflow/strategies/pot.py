@@ -13,9 +13,12 @@ sandbox error, None where it ran), ``failed`` (how many failed) and ``programs``
 question with one node per program: its code, answer, and status ``terminal`` (ran), ``pruned``
 (failed, with ``reason``) or ``selected``/``answer`` (in the winning cluster).
 
-Not guaranteed: the sandbox's own limits (see ``reasonflow.sandbox``: not a true security sandbox);
-an answer is only as good as the program that computed it; with every program failing the answer
-is None and ``error`` says why.
+A program whose answer is a non-finite number (``float('nan')``, ``inf``) counts as failed. ``k > 1``
+at temperature 0 is refused with ``ConfigError``. Where the host has no jail for code and the user did
+not opt in to unisolated code, the search raises ``SandboxUnavailable`` before any LM call.
+
+Not guaranteed: the sandbox's own limits (see ``reasonflow.sandbox``); an answer is only as good as
+the program that computed it; with every program failing the answer is None and ``error`` says why.
 """
 
 from __future__ import annotations
@@ -28,11 +31,11 @@ import dspy
 from reasonflow.config import DEFAULT_MAX_N, Budget
 from reasonflow.errors import ConfigError, SandboxError
 from reasonflow.sandbox import (
-    DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code, check_limits,
+    DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code, check_limits, require,
 )
 from reasonflow.search import SearchRun, SearchStrategy, Task, predict, tally
 from reasonflow.strategies.cot import _text
-from reasonflow.strategies.sc import _valid
+from reasonflow.strategies.sc import check_sampling, unusable_reason, usable, winning
 
 DEFAULT_PROGRAM_MAX_CHARS = 800  # bound on the generated code, so the JSON closes
 MAX_ERROR_CHARS = 300  # per program, in the trace and in ``errors``
@@ -70,6 +73,7 @@ class ProgramOfThought(SearchStrategy):
         if "code" not in signature.output_fields or "question" not in signature.input_fields:
             raise ConfigError(f"signature {signature.__name__} needs a `question` input and a `code` output")
         check_limits(timeout_s, cpu_s, memory_mb)
+        check_sampling(k, temperature)
         self.k, self.temperature = k, temperature
         self.limits = {"timeout_s": timeout_s, "cpu_s": cpu_s, "memory_mb": memory_mb}
         self.write = dspy.Predict(signature)
@@ -81,6 +85,8 @@ class ProgramOfThought(SearchStrategy):
         return {**super().settings(), "k": self.k, "temperature": self.temperature, **self.limits}
 
     async def search(self, run: SearchRun) -> None:
+        check_sampling(self.k, self.temperature)  # a compiled copy may have had k or temperature set
+        require()  # SandboxUnavailable now, before the LM writes programs that could not run
         root = run.trace.add_node(text=run.question, status="expanded")
         temperature = self.temperature if self.k > 1 else None
         call = await predict(self.write, n=self.k, temperature=temperature, question=run.question)
@@ -101,7 +107,7 @@ class ProgramOfThought(SearchStrategy):
         if result.answer is None:
             run.extra["error"] = f"no program produced an answer ({run.extra['failed']} of {len(programs)} failed)"
             return
-        winners = [i for i, a in enumerate(answers) if _valid(a) and self.task.equivalent(a, result.answer)]
+        winners = winning(self.task, answers, result.answer)
         for i in winners:
             run.trace.update(nodes[i], status="selected", score=result.share)
         run.offer(result.answer, result.share, nodes[winners[0]], programs[winners[0]])
@@ -115,4 +121,6 @@ class ProgramOfThought(SearchStrategy):
         except SandboxError as exc:
             reason = getattr(exc, "reason", None) or str(exc)
             return None, f"{type(exc).__name__}: {reason}"[:MAX_ERROR_CHARS]
+        if not usable(result.answer):
+            return None, f"SandboxNoAnswer: {unusable_reason(result.answer)}"[:MAX_ERROR_CHARS]
         return result.answer, None

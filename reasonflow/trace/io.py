@@ -9,7 +9,9 @@ reader can decode them.
 
 It does not guarantee: that a file from an untrusted source is harmless to render (the HTML viewer
 escapes text, but nothing sanitises it), or that GraphML written by other tools can be loaded: only
-GraphML written here is read back. Files over MAX_TRACE_FILE_BYTES are refused before parsing.
+GraphML written here is read back. Files over MAX_TRACE_FILE_BYTES are refused before parsing, and
+documents nested deeper than MAX_TRACE_NESTING (a node attribute that is a list of lists of ...) are
+refused with ``ArtifactError`` before anything recurses over them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,23 @@ from reasonflow.errors import ArtifactError, ConfigError
 from reasonflow.trace.schema import MAX_TRACE_FILE_BYTES, TRACE_FORMAT, TRACE_VERSION, check_graph
 
 JSON_ATTRS_KEY = "reasonflow_json_attrs"
+MAX_TRACE_NESTING = 64  # levels of lists and objects in a trace document, the document itself included
+
+
+def check_nesting(doc: Any, limit: int = MAX_TRACE_NESTING) -> None:
+    """``ArtifactError`` when ``doc`` nests lists and dicts deeper than ``limit`` (checked without recursion)."""
+    stack = [(doc, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            raise ArtifactError(f"a trace nests lists and objects more than {limit} levels deep")
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
 
 
 def graph_to_json(graph: nx.DiGraph) -> str:
@@ -47,6 +66,7 @@ def graph_from_dict(doc: Any) -> nx.DiGraph:
     """Validate a node-link document and build its graph; raise ArtifactError on anything malformed."""
     if not isinstance(doc, dict):
         raise ArtifactError(f"a trace must be a JSON object, got {type(doc).__name__}")
+    check_nesting(doc)
     if doc.get("format") != TRACE_FORMAT:
         raise ArtifactError(f"not a reasonflow trace: format is {doc.get('format')!r}, expected {TRACE_FORMAT!r}")
     version = doc.get("version")
@@ -73,9 +93,16 @@ def graph_from_dict(doc: Any) -> nx.DiGraph:
             raise ArtifactError(f"trace edge {e!r} does not join two nodes of the trace")
     if attrs.get("version") != version:
         raise ArtifactError(f"trace graph version {attrs.get('version')!r} differs from file version {version}")
-    graph = nx.node_link_graph(copy.deepcopy(doc), directed=True, multigraph=False, edges="edges")
-    _restore_ids(graph)
-    check_graph(graph)
+    try:
+        graph = nx.node_link_graph(copy.deepcopy(doc), directed=True, multigraph=False, edges="edges")
+        _restore_ids(graph)
+        check_graph(graph)
+    except RecursionError as exc:
+        raise ArtifactError("the trace nests too deeply to be read") from exc
+    except (TypeError, ValueError, KeyError, nx.NetworkXError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"the trace is malformed: {exc}") from exc
     return graph
 
 
@@ -180,6 +207,7 @@ def read_graphml(path: str | os.PathLike) -> nx.DiGraph:
         for key in ("node_default", "edge_default"):  # added by networkx's reader
             raw.graph.pop(key, None)
         meta = json.loads(raw.graph.pop(JSON_ATTRS_KEY, '{"graph": [], "node": [], "edge": []}'))
+        check_nesting(meta)
         graph = nx.DiGraph()
         graph.graph.update(_decode(raw.graph, meta["graph"]))
         for nid, attrs in raw.nodes(data=True):
@@ -188,9 +216,16 @@ def read_graphml(path: str | os.PathLike) -> nx.DiGraph:
             graph.add_edge(u, v, **_decode(attrs, meta["edge"]))
     except ArtifactError:
         raise
-    except (XMLParseError, nx.NetworkXError, ValueError, KeyError, TypeError) as exc:
+    except RecursionError as exc:
+        raise ArtifactError(f"{path} nests too deeply to be a trace") from exc
+    except (XMLParseError, nx.NetworkXError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ArtifactError(f"{path} is not a readable reasonflow GraphML trace: {exc}") from exc
     if not raw.is_directed():
         raise ArtifactError(f"{path}: a trace must be a directed graph")
-    check_graph(graph)
+    try:
+        for attrs in [graph.graph, *(a for _, a in graph.nodes(data=True)), *(a for _, _, a in graph.edges(data=True))]:
+            check_nesting(attrs)
+        check_graph(graph)
+    except RecursionError as exc:
+        raise ArtifactError(f"{path} nests too deeply to be a trace") from exc
     return graph
