@@ -121,6 +121,7 @@ def engine(engine_home) -> EngineHandle:
         yield handle
         return
     handle.up()
+    _SESSION["engine"] = handle
     os.environ["REASONFLOW_BASE_URL"] = handle.base_url  # for code under test that calls connect()
     yield handle
     handle.down()
@@ -132,3 +133,20 @@ def lm(engine):
     import reasonflow
 
     return reasonflow.connect(engine.base_url, max_tokens=384)
+
+
+_SESSION: dict = {}  # the session's engine handle, once started
+
+
+@pytest.fixture()
+def sole_engine():
+    """For tests that start an engine of their own (``serve`` without a base URL, a bare script): the
+    session's engine is stopped first, so two engines never run at once. Such tests run last."""
+    handle = _SESSION.pop("engine", None)
+    if handle is not None:
+        handle.down()
+        os.environ.pop("REASONFLOW_BASE_URL", None)
+
+
+def pytest_collection_modifyitems(items):
+    items.sort(key=lambda item: "sole_engine" in getattr(item, "fixturenames", ()))  # stable: others keep order

@@ -175,7 +175,7 @@ def _child_env(home: Path) -> dict:
 @pytest.mark.engine
 @pytest.mark.timeout(1800)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["sigterm", "sigint"])
-def test_serve_without_base_url_stops_its_engine_on_a_signal(tmp_path, sig):
+def test_serve_without_base_url_stops_its_engine_on_a_signal(tmp_path, sig, sole_engine):
     from reasonflow.serve.testing import free_port
 
     home, port = _private_home(tmp_path), free_port()
@@ -216,7 +216,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.engine
 @pytest.mark.timeout(1800)
-def test_a_script_killed_mid_run_leaves_no_engine(tmp_path):
+def test_a_script_killed_mid_run_leaves_no_engine(tmp_path, sole_engine):
     home = _private_home(tmp_path)
     script = subprocess.Popen([sys.executable, "-c", SCRIPT], env=_child_env(home), cwd=REPO, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, preexec_fn=_default_sigint)
