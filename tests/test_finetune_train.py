@@ -12,7 +12,7 @@ from reasonflow import data
 from reasonflow.cli import main
 from reasonflow.errors import ArtifactError
 from reasonflow.finetune import LoRAConfig, gold_examples, read_manifest, render, train
-from reasonflow.finetune.train import base_model_info, build_trainer
+from reasonflow.finetune.train import base_model_info, build_trainer, completion_loss
 
 TINY = dict(batch_size=4, max_length=512, save_steps=1)
 
@@ -75,6 +75,65 @@ def test_loss_covers_the_completion_only(examples, tmp_path):
         learnt = tokenizer.decode(learnt_ids)
         assert learnt.startswith(row["completion"][0]["content"])  # exactly the assistant's JSON (+ end token)
         assert learnt.removeprefix(row["completion"][0]["content"]).strip() in ("<|im_end|>", "")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A random 2-layer Llama with the real tokenizer (so the real chat template and vocabulary)."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base_dir, out = base_model_info("smollm2-135m")[0], tmp_path_factory.mktemp("tiny-llama")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(base_dir / name, out / name)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                 pad_token_id=2, bos_token_id=1, eos_token_id=2)).save_pretrained(out)
+    return out
+
+
+def test_completion_only_head_gives_the_full_logits_loss_and_gradients(examples, tiny_model_dir, tmp_path):
+    import torch
+
+    trainer, _ = build_trainer([render(ex) for ex in examples[:4]], tmp_path, tiny_model_dir,
+                               LoRAConfig(max_steps=1, dropout=0.0, **TINY), progress=False)
+    model = trainer.model
+    for name, param in model.named_parameters():  # LoRA B starts at zero: give every adapter weight a gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    batch = next(iter(trainer.get_train_dataloader()))
+    batch = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    assert (batch["attention_mask"] == 0).any()  # the batch has padding, and prompts are masked
+
+    def loss_and_grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    full, full_grads = loss_and_grads(model(**batch).loss)  # the model's own loss over full logits
+    fast, fast_grads = loss_and_grads(trainer.compute_loss(model, dict(batch)))
+    assert fast == pytest.approx(full, rel=1e-5) and full > 0
+    assert all(torch.allclose(fast_grads[n], g, rtol=1e-4, atol=1e-7) for n, g in full_grads.items())
+    assert any(g.abs().sum() > 0 for g in fast_grads.values())
+
+
+def test_lm_head_runs_at_completion_positions_only(examples, tiny_model_dir, tmp_path):
+    trainer, _ = build_trainer([render(ex) for ex in examples[:4]], tmp_path, tiny_model_dir,
+                               LoRAConfig(max_steps=1, **TINY), progress=False)
+    batch = next(iter(trainer.get_train_dataloader()))
+    rows = []
+    head = trainer.model.get_base_model().get_output_embeddings()
+    handle = head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    try:
+        loss, logits, targets = completion_loss(trainer.model, batch)
+    finally:
+        handle.remove()
+    learnt = int((batch["labels"][:, 1:] != -100).sum())
+    assert rows == [learnt] and logits.shape[0] == len(targets) == learnt
+    assert learnt < batch["attention_mask"].sum() / 2  # most of a GSM8K row is prompt
 
 
 def test_training_stopped_by_the_time_limit_resumes_from_its_checkpoint(examples, tmp_path):
