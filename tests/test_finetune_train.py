@@ -5,6 +5,10 @@ adapter with its manifest and loss curve, masks the prompt, and resumes from its
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -134,6 +138,16 @@ def test_lm_head_runs_at_completion_positions_only(examples, tiny_model_dir, tmp
     learnt = int((batch["labels"][:, 1:] != -100).sum())
     assert rows == [learnt] and logits.shape[0] == len(targets) == learnt
     assert learnt < batch["attention_mask"].sum() / 2  # most of a GSM8K row is prompt
+
+
+def test_speed_script_times_the_trainer_and_a_bare_loop_on_the_same_batches(tiny_model_dir):
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "evals" / "train_speed.py"), "--rows", "short", "--steps", "2",
+                           "--model", str(tiny_model_dir)], capture_output=True, text=True, timeout=600, cwd=repo)
+    assert done.returncode == 0, done.stderr[-2000:]  # it asserts that the bare loop saw the trainer's tokens
+    for arm in ("trainer", "bare"):  # two timed steps each, the warmup step left out
+        assert re.search(rf"^  {arm} +[\d.]+ tok/s +step s: [\d.]+ [\d.]+$", done.stdout, re.M), done.stdout
+    assert re.search(r"ratio trainer/bare = [\d.]+", done.stdout)
 
 
 def test_training_stopped_by_the_time_limit_resumes_from_its_checkpoint(examples, tmp_path):
