@@ -14,7 +14,7 @@ import pytest
 
 from reasonflow import data
 from reasonflow.cli import main
-from reasonflow.errors import ArtifactError
+from reasonflow.errors import ArtifactError, ConfigError
 from reasonflow.finetune import LoRAConfig, gold_examples, read_manifest, render, train
 from reasonflow.finetune.train import base_model_info, build_trainer, completion_loss
 
@@ -138,6 +138,16 @@ def test_lm_head_runs_at_completion_positions_only(examples, tiny_model_dir, tmp
     learnt = int((batch["labels"][:, 1:] != -100).sum())
     assert rows == [learnt] and logits.shape[0] == len(targets) == learnt
     assert learnt < batch["attention_mask"].sum() / 2  # most of a GSM8K row is prompt
+
+
+def test_a_model_that_soft_caps_its_logits_is_refused(examples, tiny_model_dir, tmp_path):
+    import shutil
+
+    capped = shutil.copytree(tiny_model_dir, tmp_path / "capped")
+    config = json.loads((capped / "config.json").read_text())
+    (capped / "config.json").write_text(json.dumps({**config, "final_logit_softcapping": 30.0}))
+    with pytest.raises(ConfigError, match="soft-cap"):
+        build_trainer([render(examples[0])], tmp_path, capped, LoRAConfig(max_steps=1, **TINY), progress=False)
 
 
 def test_speed_script_times_the_trainer_and_a_bare_loop_on_the_same_batches(tiny_model_dir):

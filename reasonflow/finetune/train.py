@@ -129,6 +129,10 @@ def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConf
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    scaled = [k for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+              if getattr(model.config.get_text_config(), k, None) not in (None, 1.0)]
+    if scaled:  # completion_loss applies the LM head as a plain projection
+        raise ConfigError(f"{model_dir}: models that scale or soft-cap their logits ({scaled}) are not supported")
     peft_config = None
     if init_adapter:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
