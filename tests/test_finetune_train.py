@@ -5,14 +5,18 @@ adapter with its manifest and loss curve, masks the prompt, and resumes from its
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from reasonflow import data
 from reasonflow.cli import main
-from reasonflow.errors import ArtifactError
+from reasonflow.errors import ArtifactError, ConfigError
 from reasonflow.finetune import LoRAConfig, gold_examples, read_manifest, render, train
-from reasonflow.finetune.train import base_model_info, build_trainer
+from reasonflow.finetune.train import base_model_info, build_trainer, completion_loss
 
 TINY = dict(batch_size=4, max_length=512, save_steps=1)
 
@@ -75,6 +79,85 @@ def test_loss_covers_the_completion_only(examples, tmp_path):
         learnt = tokenizer.decode(learnt_ids)
         assert learnt.startswith(row["completion"][0]["content"])  # exactly the assistant's JSON (+ end token)
         assert learnt.removeprefix(row["completion"][0]["content"]).strip() in ("<|im_end|>", "")
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A random 2-layer Llama with the real tokenizer (so the real chat template and vocabulary)."""
+    import shutil
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    base_dir, out = base_model_info("smollm2-135m")[0], tmp_path_factory.mktemp("tiny-llama")
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(base_dir / name, out / name)
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(vocab_size=49152, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                                 pad_token_id=2, bos_token_id=1, eos_token_id=2)).save_pretrained(out)
+    return out
+
+
+def test_completion_only_head_gives_the_full_logits_loss_and_gradients(examples, tiny_model_dir, tmp_path):
+    import torch
+
+    trainer, _ = build_trainer([render(ex) for ex in examples[:4]], tmp_path, tiny_model_dir,
+                               LoRAConfig(max_steps=1, dropout=0.0, **TINY), progress=False)
+    model = trainer.model
+    for name, param in model.named_parameters():  # LoRA B starts at zero: give every adapter weight a gradient
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    batch = next(iter(trainer.get_train_dataloader()))
+    batch = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
+    assert (batch["attention_mask"] == 0).any()  # the batch has padding, and prompts are masked
+
+    def loss_and_grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    full, full_grads = loss_and_grads(model(**batch).loss)  # the model's own loss over full logits
+    fast, fast_grads = loss_and_grads(trainer.compute_loss(model, dict(batch)))
+    assert fast == pytest.approx(full, rel=1e-5) and full > 0
+    assert all(torch.allclose(fast_grads[n], g, rtol=1e-4, atol=1e-7) for n, g in full_grads.items())
+    assert any(g.abs().sum() > 0 for g in fast_grads.values())
+
+
+def test_lm_head_runs_at_completion_positions_only(examples, tiny_model_dir, tmp_path):
+    trainer, _ = build_trainer([render(ex) for ex in examples[:4]], tmp_path, tiny_model_dir,
+                               LoRAConfig(max_steps=1, **TINY), progress=False)
+    batch = next(iter(trainer.get_train_dataloader()))
+    rows = []
+    head = trainer.model.get_base_model().get_output_embeddings()
+    handle = head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[0]))
+    try:
+        loss, logits, targets = completion_loss(trainer.model, batch)
+    finally:
+        handle.remove()
+    learnt = int((batch["labels"][:, 1:] != -100).sum())
+    assert rows == [learnt] and logits.shape[0] == len(targets) == learnt
+    assert learnt < batch["attention_mask"].sum() / 2  # most of a GSM8K row is prompt
+
+
+def test_a_model_that_soft_caps_its_logits_is_refused(examples, tiny_model_dir, tmp_path):
+    import shutil
+
+    capped = shutil.copytree(tiny_model_dir, tmp_path / "capped")
+    config = json.loads((capped / "config.json").read_text())
+    (capped / "config.json").write_text(json.dumps({**config, "final_logit_softcapping": 30.0}))
+    with pytest.raises(ConfigError, match="soft-cap"):
+        build_trainer([render(examples[0])], tmp_path, capped, LoRAConfig(max_steps=1, **TINY), progress=False)
+
+
+def test_speed_script_times_the_trainer_and_a_bare_loop_on_the_same_batches(tiny_model_dir):
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(repo / "evals" / "train_speed.py"), "--rows", "short", "--steps", "2",
+                           "--model", str(tiny_model_dir)], capture_output=True, text=True, timeout=600, cwd=repo)
+    assert done.returncode == 0, done.stderr[-2000:]  # it asserts that the bare loop saw the trainer's tokens
+    for arm in ("trainer", "bare"):  # two timed steps each, the warmup step left out
+        assert re.search(rf"^  {arm} +[\d.]+ tok/s +step s: [\d.]+ [\d.]+$", done.stdout, re.M), done.stdout
+    assert re.search(r"ratio trainer/bare = [\d.]+", done.stdout)
 
 
 def test_training_stopped_by_the_time_limit_resumes_from_its_checkpoint(examples, tmp_path):

@@ -15,6 +15,11 @@ Training is seeded (model init, data order) and resumable: rerun the same comman
 from the last checkpoint. ``max_minutes`` stops it early (recorded in the manifest) with what it has
 learnt so far.
 
+Speed: the loss runs the LM head (49k-word vocabulary) at the completion positions only
+(``completion_loss``); TRL's own loss scores every position, prompt and padding too, off CUDA. Batches
+are padded to their longest row and grouped by length; activation recomputation is off.
+``python evals/train_speed.py`` measures the trainer against a bare PEFT loop on the same batches.
+
 Not guaranteed: bit-identical results across machines or thread counts (CPU kernels differ).
 """
 
@@ -117,13 +122,17 @@ def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConf
     (or on ``init_adapter``), loss on completion tokens only. Returns (trainer, time-limit callback)."""
     import datasets
     import torch
-    from peft import LoraConfig, PeftModel
+    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTConfig
 
     torch.manual_seed(config.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+    scaled = [k for k in ("final_logit_softcapping", "logit_scale", "logits_scaling")
+              if getattr(model.config.get_text_config(), k, None) not in (None, 1.0)]
+    if scaled:  # completion_loss applies the LM head as a plain projection
+        raise ConfigError(f"{model_dir}: models that scale or soft-cap their logits ({scaled}) are not supported")
     peft_config = None
     if init_adapter:
         model = PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True)
@@ -132,8 +141,7 @@ def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConf
         for adapter_config in model.peft_config.values():
             adapter_config.base_model_name_or_path = str(model_dir)
     else:
-        peft_config = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                                 target_modules=config.target_modules, task_type="CAUSAL_LM")
+        peft_config = lora_config(config)
     dataset = datasets.Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]} for r in rows])
     args = SFTConfig(
         output_dir=str(out / "checkpoints"), num_train_epochs=config.epochs, max_steps=config.max_steps,
@@ -146,9 +154,63 @@ def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConf
         gradient_checkpointing=False,
         dataloader_num_workers=0, disable_tqdm=not progress, train_sampling_strategy="group_by_length")
     limit = _time_limit(config.max_minutes * 60)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[limit])
+    trainer = _completion_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                                          peft_config=peft_config, callbacks=[limit])
     return trainer, limit
+
+
+def lora_config(config: LoRAConfig):
+    """PEFT's LoraConfig for the recipe's hyperparameters."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
+                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+
+
+def completion_loss(model, batch: dict, num_items=None):
+    """Next-token cross-entropy summed over the completion tokens (labels != -100) and divided by
+    ``num_items`` (default: their count), as a causal LM's own loss computes it, but with the LM head
+    run at those positions only. Returns (loss, logits at those positions, their target ids).
+
+    ``model`` is a causal LM or a PEFT model around one; its head must be a plain projection (no
+    logit scaling or soft-capping, as Llama-family models have)."""
+    import torch
+    import torch.nn.functional as F
+    from peft import PeftModel
+
+    lm = model.get_base_model() if isinstance(model, PeftModel) else model
+    hidden = lm.base_model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"),
+                           use_cache=False).last_hidden_state
+    labels = batch["labels"][:, 1:]  # position t predicts token t + 1
+    mask = labels != -100
+    logits = lm.get_output_embeddings()(hidden[:, :-1][mask])
+    targets = labels[mask]
+    total = F.cross_entropy(logits.float(), targets, reduction="sum")
+    return total / torch.as_tensor(mask.sum() if num_items is None else num_items).clamp(min=1), logits, targets
+
+
+def _completion_trainer_class():
+    """SFTTrainer whose loss is ``completion_loss``; it logs TRL's metrics (token accuracy, entropy,
+    tokens seen) from the completion logits."""
+    import torch
+    from trl import SFTTrainer
+
+    class CompletionSFTTrainer(SFTTrainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            loss, logits, targets = completion_loss(model, inputs, num_items_in_batch)
+            metrics = self._metrics["train" if model.training else "eval"]
+            with torch.no_grad():
+                log_probs = logits.float().log_softmax(-1)
+                entropy = -(log_probs.exp() * log_probs).sum(-1)
+                metrics["entropy"].append(entropy.mean().item() if len(targets) else 0.0)
+                metrics["mean_token_accuracy"].append(
+                    (log_probs.argmax(-1) == targets).float().mean().item() if len(targets) else 0.0)
+            if model.training:
+                self._total_train_tokens += int(inputs["attention_mask"].sum())
+            metrics["num_tokens"] = [self._total_train_tokens]
+            return (loss, {"logits": logits}) if return_outputs else loss
+
+    return CompletionSFTTrainer
 
 
 def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = DEFAULT_MODEL,
