@@ -257,7 +257,8 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
     for r in rows:
         counts[f"{r['source']}:{r['format']}"] = counts.get(f"{r['source']}:{r['format']}", 0) + 1
     manifest = {
-        "version": ADAPTER_MANIFEST_VERSION, "name": out.name, "base_model": base, "prompt_format": prompt_format, "init_adapter": str(init_adapter) if init_adapter else None,
+        "version": ADAPTER_MANIFEST_VERSION, "name": out.name, "base_model": base, "prompt_format": prompt_format,
+        "init_adapter": str(init_adapter) if init_adapter else None,
         "data": {"examples": len(rows), "by_source_format": counts, "ids": sorted({r["id"] for r in rows}),
                  "sources": sources or {}},
         "hyperparameters": asdict(config),
