@@ -166,6 +166,11 @@ def test_verdict_probabilities_read_the_alternatives_where_the_value_starts():
     probs = verdict_probabilities(tokens)
     assert probs == pytest.approx({"sure": 0.3 / 0.9, "likely": 0.5 / 0.9, "impossible": 0.1 / 0.9})
     assert verdict_probabilities({"content": [{"token": "{}", "logprob": 0.0, "top_logprobs": []}]}) is None
+    # DSPy's JSON prompt: the opening quote comes as a token of its own, the class starts one later
+    split = [{"token": t, "logprob": 0.0, "top_logprobs": [{"token": a, "logprob": math.log(p)} for a, p in alts]}
+             for t, alts in (('{"verdict":', [('{"verdict":', 1.0)]), ('"', [('"', 1.0)]),
+                             ("s", [("s", 0.6), ("imp", 0.3), ("i", 0.1)]), ('ure"}', [('ure"}', 1.0)]))]
+    assert verdict_probabilities({"content": split}) == pytest.approx({"sure": 0.6, "likely": 0.0, "impossible": 0.4})
 
 
 def test_logprob_values_rank_states_by_the_models_probability_not_by_the_verdict_sampled():

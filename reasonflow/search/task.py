@@ -43,7 +43,8 @@ def _alternatives(logprobs) -> list[tuple[str, list[tuple[str, float]]]]:
 
 def verdict_probabilities(logprobs, field: str = "verdict", classes=tuple(VERDICT_VALUE)) -> dict[str, float] | None:
     """The model's distribution over ``classes`` for the JSON ``field``, read from the top logprobs at
-    the position where the field's value starts; None when that position or any class is missing.
+    the position where the field's value starts (after ``"field":`` or ``"field":"``, whichever
+    position offers a class); None when no position does.
 
     An alternative token counts for the one class it is a prefix of (``"s"`` -> sure, ``"imp"`` ->
     impossible); tokens that fit no class or several are ignored, and the rest renormalised. A pure
@@ -65,7 +66,9 @@ def verdict_probabilities(logprobs, field: str = "verdict", classes=tuple(VERDIC
                 if len(fits) == 1 and logprob is not None:
                     mass[fits[0]] += math.exp(logprob)
             total = sum(mass.values())
-            return {c: m / total for c, m in mass.items()} if total > 0 else None
+            if total > 0:
+                return {c: m / total for c, m in mass.items()}
+            # no class here: the quote came as a token of its own; the value starts at the next one
         text += token
     return None
 
