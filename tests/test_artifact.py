@@ -110,8 +110,6 @@ def test_a_state_that_sets_anything_but_prompts_and_demos_is_refused(tmp_path, a
 
 def test_a_crafted_state_cannot_reach_the_lm_past_the_servers_bounds(tmp_path):
     from reasonflow.serve import create_app
-    from reasonflow.serve.testing import serving
-    import httpx
 
     path = _tampered(tmp_path, lambda p: p["state"]["solve.predict"].update(config={"n": 64, "max_tokens": 100000}))
     lm = ScriptedLM(lambda call: {"reasoning": "r", "answer": 1})

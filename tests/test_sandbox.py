@@ -17,7 +17,7 @@ import pytest
 from reasonflow import sandbox
 from reasonflow.errors import ConfigError, SandboxError
 from reasonflow.sandbox import (
-    MAX_OUTPUT_BYTES, SandboxCodeError, SandboxCrashError, SandboxForbidden, SandboxMemoryError, SandboxNoAnswer,
+    MAX_OUTPUT_BYTES, SandboxCodeError, SandboxForbidden, SandboxMemoryError, SandboxNoAnswer,
     SandboxTimeout, arun_code, run_code,
 )
 

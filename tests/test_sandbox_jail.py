@@ -23,7 +23,7 @@ import pytest
 from reasonflow import sandbox
 from reasonflow.errors import SandboxError
 from reasonflow.sandbox import (
-    SandboxCodeError, SandboxCrashError, SandboxForbidden, SandboxMemoryError, SandboxTimeout, SandboxUnavailable,
+    SandboxCodeError, SandboxForbidden, SandboxMemoryError, SandboxTimeout, SandboxUnavailable,
     arun_code, run_code,
 )
 

@@ -30,7 +30,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from reasonflow.checking import check, numbers_equal
 from reasonflow.checking.numeric import eval_arithmetic
@@ -153,6 +153,15 @@ def gold_examples(examples: Iterable, formats: Iterable[str]) -> tuple[list[SFTE
     return kept, dict(sorted(counts.items()))
 
 
+def bench_rows(bench_dir: str | Path) -> Iterator[dict]:
+    """The rows of a bench run's ``questions.jsonl``; ``DatasetError`` when the run has none."""
+    path = Path(bench_dir) / "questions.jsonl"
+    if not path.is_file():
+        raise DatasetError(f"{path} does not exist: run the bench over train questions first")
+    for line in path.read_text().splitlines():
+        yield json.loads(line)
+
+
 def search_examples(bench_dir: str | Path, fmt: str, max_per_question: int = 4) -> tuple[list[SFTExample], dict]:
     """Correct samples from a bench run's traces (``questions.jsonl`` + ``traces/``), at most
     ``max_per_question`` distinct ones per question. Returns the examples and counts."""
@@ -162,12 +171,8 @@ def search_examples(bench_dir: str | Path, fmt: str, max_per_question: int = 4) 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown format {fmt!r}; known: {sorted(FORMATS)}")
     bench_dir = Path(bench_dir)
-    path = bench_dir / "questions.jsonl"
-    if not path.is_file():
-        raise DatasetError(f"{path} does not exist: run the bench over train questions first")
     kept, counts = [], Counter()
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
+    for row in bench_rows(bench_dir):
         counts["questions"] += 1
         if not row.get("trace"):
             counts["no_trace"] += 1

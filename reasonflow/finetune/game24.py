@@ -28,7 +28,7 @@ from pathlib import Path
 
 from reasonflow.checking.game24 import fmt_number, good_moves, legal_moves, reachable, start_state
 from reasonflow.errors import ConfigError, DatasetError
-from reasonflow.finetune.data import SFTExample
+from reasonflow.finetune.data import SFTExample, bench_rows
 
 DATASET = "game24"
 TRAIN_ROWS = 900  # rows 1-900 train; 901-1000 are the ToT paper's test rows, never training data
@@ -96,12 +96,8 @@ def search_examples(bench_dir: str | Path) -> tuple[list[SFTExample], dict]:
     from programs.game24 import numbers_left
     from reasonflow.trace import Trace
 
-    path = Path(bench_dir) / "questions.jsonl"
-    if not path.is_file():
-        raise DatasetError(f"{path} does not exist: run the bench over train puzzles first")
     kept, counts = [], Counter()
-    for line in path.read_text().splitlines():
-        row = json.loads(line)
+    for row in bench_rows(bench_dir):
         counts["puzzles"] += 1
         if int(row["id"].rsplit(":", 1)[-1]) >= TRAIN_ROWS:
             raise DatasetError(f"{row['id']} is a benchmark row (Game of 24 trains on rows 1-{TRAIN_ROWS} only)")
