@@ -18,7 +18,7 @@ it is, and max_tokens is still raised to its worst case.
 signature's instructions as the system message, one ``name: value`` line per input, compact JSON
 out, the same bounded schema enforced (about 70 prompt tokens a call, against about 300). The
 ``StructuredAdapter`` switches to it by itself for an LM whose ``prompt_format`` is ``"compact"``,
-which ``reasonflow.connect`` sets from the served model's manifest (``served_prompt_format``).
+which ``reasonflow.connect`` sets from the served model's manifest (``prompt_format_of``).
 
 Not guaranteed: fields of type ``dict``, nested objects and arrays without ``maxItems`` cannot be
 bounded (``dict`` goes out as ``json_object``), so those requests keep the caller's max_tokens.
@@ -131,8 +131,8 @@ class StructuredAdapter(dspy.JSONAdapter):
         return await super().acall(lm, lm_kwargs, signature, demos, inputs)
 
     def _prepare_response_format(self, lm, lm_kwargs: dict, signature) -> None:
-        fmt = lm_kwargs.setdefault("response_format", None) or response_format(signature)
-        lm_kwargs["response_format"] = fmt
+        # a per-call format (a tree search's action space) is kept; else the signature's bounded one
+        fmt = lm_kwargs["response_format"] = lm_kwargs.get("response_format") or response_format(signature)
         needed = worst_case_tokens(fmt["json_schema"]["schema"]) if fmt["type"] == "json_schema" else None
         current = lm_kwargs.get("max_tokens") or lm.kwargs.get("max_tokens")
         if needed and current and current < needed:

@@ -45,6 +45,7 @@ from dspy.clients.execution import finalize, prepare
 from dspy.utils.callback import with_callbacks
 from openai.types.chat import ChatCompletion
 
+from reasonflow.adapter import prompt_format_of
 from reasonflow.config import DEFAULT_MAX_TOKENS, LMConfig
 from reasonflow.errors import (
     ConfigError,
@@ -307,10 +308,16 @@ def _error_text(exc: openai.APIStatusError) -> str:
 
 def list_models(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> list[str]:
     """The model ids an OpenAI-compatible endpoint serves (``GET /v1/models``)."""
+    return list(model_roots(base_url, api_key, timeout_s))
+
+
+def model_roots(base_url: str, api_key: str | None = None, timeout_s: float = 10.0) -> dict[str, str | None]:
+    """Each served model id with its directory (vLLM's ``root``: a merged model's or a LoRA
+    adapter's path; None where the server does not say), from one ``GET /v1/models``."""
     client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY",
                            timeout=timeout_s, max_retries=1)
     try:
-        return [m.id for m in client.models.list().data]
+        return {m.id: getattr(m, "root", None) for m in client.models.list().data}
     except openai.OpenAIError as exc:
         raise LMTimeoutError(f"could not list models at {base_url}: {exc}") from exc
 
@@ -329,7 +336,8 @@ def connect(base_url: str | None = None, model: str | None = None, *, api_key: s
     """A ``dspy.LM`` for the endpoint. ``model`` defaults to the first id in ``/v1/models``; for an
     engine serving LoRA adapters pass the adapter's name."""
     url = resolve_base_url(base_url)
-    served = list_models(url, api_key)
+    roots = model_roots(url, api_key)
+    served = list(roots)
     if model is None:
         if not served:
             raise LMRequestError(f"{url} serves no models")
@@ -337,23 +345,10 @@ def connect(base_url: str | None = None, model: str | None = None, *, api_key: s
     elif model not in served:
         raise ConfigError(f"{url} does not serve {model!r}; it serves {served}")
     lm = VLLMLM(url, model, api_key=api_key, config=config, **sampling)
-    lm.prompt_format = served_prompt_format(url, model, api_key)
+    # The prompt format the model was fine-tuned on, from the manifest in its directory; "json"
+    # when that directory is not readable from here (set ``lm.prompt_format`` for a remote server).
+    lm.prompt_format = prompt_format_of(roots[model]) if roots[model] else "json"
     return lm
-
-
-def served_prompt_format(base_url: str, model: str, api_key: str | None = None) -> str:
-    """The prompt format ``model`` was fine-tuned on: vLLM names each model's directory (``root`` in
-    ``/v1/models``, for a merged model or a LoRA adapter); its reasonflow manifest says. "json" when
-    the directory is not readable from here (set ``lm.prompt_format`` by hand for a remote server)."""
-    from reasonflow.adapter import prompt_format_of
-
-    client = openai.OpenAI(base_url=base_url, api_key=api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY",
-                           timeout=10.0, max_retries=1)
-    try:
-        roots = [getattr(m, "root", None) for m in client.models.list().data if m.id == model]
-    except openai.OpenAIError:
-        return "json"
-    return prompt_format_of(roots[0]) if roots and roots[0] else "json"
 
 
 def configure(base_url: str | None = None, model: str | None = None, **kwargs: Any) -> VLLMLM:
