@@ -17,7 +17,6 @@ task's ``exact_value``.
 
 from __future__ import annotations
 
-import copy
 import random
 
 import dspy
@@ -43,7 +42,7 @@ def step_format(task: Task, signature: type[dspy.Signature], question: str, step
     """The per-state ``response_format`` of a propose request, or None when the task has no action space."""
     if task.actions is None and task.step_pattern is None:
         return None
-    schema = copy.deepcopy(bounded_schema(signature))
+    schema = bounded_schema(signature)  # a fresh dict on every call: ours to narrow
     prop = schema["properties"][step_field(signature)]
     prop.pop("maxLength", None)  # xgrammar refuses maxLength next to a pattern; an enum bounds itself
     if task.actions is not None:
