@@ -44,6 +44,7 @@ OWNER = textwrap.dedent("""
     else:
         engine = state.shared_engine()
     print(engine.pid, flush=True)
+    sys.stdin.readline()  # the test first sees the engine alive, then lets the owner end
     if mode == "exit":
         sys.exit(0)
     if mode == "os_exit":
@@ -83,10 +84,15 @@ def _owner(tmp_path: Path, mode: str, detached: bool = False) -> tuple[subproces
     env = {k: v for k, v in os.environ.items() if k not in ("REASONFLOW_BASE_URL",)}
     env.update(REASONFLOW_HOME=str(tmp_path / "home"), PYTHONPATH=str(REPO))
     owner = subprocess.Popen([sys.executable, "-c", OWNER, mode, "detached" if detached else "owned"], env=env,
-                             stdout=subprocess.PIPE, text=True, preexec_fn=_default_sigint, cwd=REPO)
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, preexec_fn=_default_sigint, cwd=REPO)
     line = owner.stdout.readline()
     assert line.strip().isdigit(), f"the owner did not start its engine: {line!r}"
     return owner, int(line)
+
+
+def _go(owner: subprocess.Popen) -> None:
+    owner.stdin.write("go\n")
+    owner.stdin.flush()
 
 
 @pytest.mark.parametrize("how", ["sigkill", "sigterm", "uvicorn_sigterm", "sigint", "exit", "os_exit"])
@@ -94,6 +100,7 @@ def test_an_owned_engine_stops_when_its_owner_ends(tmp_path, how):
     owner, engine = _owner(tmp_path, how if how in ("exit", "os_exit", "uvicorn_sigterm") else "wait")
     try:
         assert _alive(engine)
+        _go(owner)
         if how in ("sigkill", "sigterm", "uvicorn_sigterm", "sigint"):
             time.sleep(0.3)
             owner.send_signal({"sigkill": signal.SIGKILL, "sigterm": signal.SIGTERM, "sigint": signal.SIGINT,
@@ -111,6 +118,7 @@ def test_an_owned_engine_stops_when_its_owner_ends(tmp_path, how):
 def test_a_detached_engine_outlives_the_command_that_started_it(tmp_path):
     owner, engine = _owner(tmp_path, "os_exit", detached=True)
     try:
+        _go(owner)
         owner.wait(timeout=30)
         time.sleep(2.0)
         assert _alive(engine)  # `reasonflow engine up` leaves it running for `engine down`
