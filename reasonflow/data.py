@@ -12,6 +12,9 @@ still through ``datasets`` (its json/csv builders), so no network is needed.
 | multiarith  | ChilleD/MultiArith              | multiarith/test.jsonl      | input / question     | target       |
 | aime24      | HuggingFaceH4/aime_2024         | aime24/test.jsonl          | problem              | answer       |
 | game24      | (ToT repo CSV, see GAME24_URL)  | game24/24.csv              | Puzzles              | 24           |
+
+Game of 24 is one file: its ``train`` split is rows 1-900 and ``test`` is the whole file, benchmarked on
+rows 901-1000 (``offset=900, limit=100``), the ToT paper's test rows.
 | mgsm_ru/_en | juletxara/mgsm (ru / en)        | mgsm/mgsm_{ru,en}.tsv      | column 1             | column 2     |
 
 Every example carries ``id`` (dataset:split:row), ``dataset`` and ``kind`` (``number``, ``latex`` or
@@ -34,6 +37,7 @@ import dspy
 from reasonflow.errors import DatasetError
 
 GAME24_URL = "https://raw.githubusercontent.com/princeton-nlp/tree-of-thought-llm/master/src/tot/data/24/24.csv"
+GAME24_TRAIN_ROWS = 900  # rows 1-900 train; 901-1000 are the ToT paper's test rows, never training data
 
 
 def _num(value) -> str:
@@ -57,6 +61,9 @@ class DatasetSpec:
     local_format: str = "json"
     local_columns: tuple[str, ...] | None = None
     solution: Callable[[dict], str] | None = None  # the worked solution, where the dataset has one
+    # One file, no split of its own: "train" is its first ``train_rows`` rows; "test" is the whole file,
+    # so that row ids (and ``--offset``) stay the file's own numbering.
+    train_rows: int | None = None
 
 
 def _gsm8k(row):
@@ -82,7 +89,8 @@ DATASETS: dict[str, DatasetSpec] = {
     "aime24": DatasetSpec("aime24", "latex", ("HuggingFaceH4/aime_2024",), "aime24/test.jsonl",
                           lambda r: (r["problem"], str(r["answer"])), splits=("test", "train")),
     "game24": DatasetSpec("game24", "game24", ("csv", None), "game24/24.csv",
-                          lambda r: (str(r["Puzzles"]), "24"), local_format="csv"),
+                          lambda r: (str(r["Puzzles"]), "24"), local_format="csv", splits=("test", "train"),
+                          train_rows=GAME24_TRAIN_ROWS),
     "mgsm_ru": DatasetSpec("mgsm_ru", "number", ("juletxara/mgsm", "ru"), "mgsm/mgsm_ru.tsv",
                            lambda r: (r["question"], _num(r["answer_number"])), local_format="tsv",
                            local_columns=("question", "answer_number")),
@@ -130,7 +138,7 @@ def load(name: str, *, split: str = "test", data_dir: str | os.PathLike | None =
         raise
     except Exception as exc:  # datasets raises many types (network, parse, missing config)
         raise DatasetError(f"could not load {name} ({split}): {exc}") from exc
-    indices = list(range(len(rows)))
+    indices = list(range(len(rows) if split != "train" or spec.train_rows is None else min(len(rows), spec.train_rows)))
     if seed is not None:
         import random
 

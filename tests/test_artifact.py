@@ -80,6 +80,35 @@ def test_compile_bootstrap_round_trip_offline(tmp_path, data_dir, monkeypatch):
     assert isinstance(reasonflow.load(os.path.basename(out)), dspy.Module)
 
 
+def test_compiling_game24_tot_bootstraps_propose_and_value_demos_from_train_row_searches(tmp_path, data_dir):
+    from fractions import Fraction
+
+    from reasonflow.checking.game24 import good_moves, legal_moves, reachable
+
+    def numbers(call):
+        return tuple(sorted(Fraction(x) for x in call.inputs["numbers"].split()))
+
+    def script(call):  # proposes moves that stay on a path to 24 and values states exactly
+        if "verdict" in call.system:
+            return {"verdict": "sure" if reachable(numbers(call)) else "impossible"}
+        moves = good_moves(numbers(call)) or [move for move, _ in legal_moves(numbers(call))]
+        return [{"next_step": moves[i % len(moves)]} for i in range(call.n)]
+
+    out = tmp_path / "game24-tot.json"
+    manifest = compile_program("game24.tot", dataset="game24", optimizer="bootstrap", train=4, dev=2, out=str(out),
+                               data_dir=str(data_dir), lm=ScriptedLM(script), threads=1, grid=False)
+    rows = [int(i.rsplit(":", 1)[1]) for i in manifest["train_ids"] + manifest["dev_ids"]]
+    assert all(i.startswith("game24:train:") for i in manifest["train_ids"]) and max(rows) < 900
+    assert manifest["dev_after"]["accuracy"] == 1.0
+    compiled = reasonflow.load(str(out))
+    propose, value = compiled.propose.demos, compiled.value.demos
+    assert propose and value
+    for demo in propose:  # every demo is a legal move of its own state, taken from a solved search
+        state = tuple(sorted(Fraction(x) for x in demo["numbers"].split()))
+        assert demo["next_step"] in dict(legal_moves(state))
+    assert {d["verdict"] for d in value} <= {"sure", "likely", "impossible"}
+
+
 # --- issue #13, point 6: an artifact restores prompts and demos only ----------------------------------
 
 def _tampered(tmp_path, change) -> str:

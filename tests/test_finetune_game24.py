@@ -52,6 +52,17 @@ def test_no_benchmark_puzzle_reaches_the_default_recipes_data(data_dir):
     assert not (seen_puzzles | four_number_inputs) & benchmark
 
 
+def test_the_train_split_is_rows_1_to_900_and_keeps_the_files_numbering(data_dir):
+    train = load("game24", split="train", data_dir=data_dir)
+    test = load("game24", data_dir=data_dir)
+    assert len(train) == TRAIN_ROWS < len(test)
+    assert [ex.id for ex in train[:2]] == ["game24:train:0", "game24:train:1"]
+    assert [ex.question for ex in train] == [ex.question for ex in test[:TRAIN_ROWS]]
+    shuffled = load("game24", split="train", data_dir=data_dir, seed=0)
+    assert max(int(ex.id.rsplit(":", 1)[1]) for ex in shuffled) < TRAIN_ROWS  # a seeded shuffle stays in train
+    assert load("game24", split="train", data_dir=data_dir, offset=TRAIN_ROWS) == []
+
+
 def test_the_recipe_refuses_benchmark_rows(data_dir):
     with pytest.raises(ConfigError, match="benchmark rows"):
         exact_examples(200, offset=800, data_dir=data_dir)

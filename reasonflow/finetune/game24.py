@@ -27,11 +27,12 @@ from collections import Counter
 from pathlib import Path
 
 from reasonflow.checking.game24 import fmt_number, good_moves, legal_moves, reachable, start_state
+from reasonflow.data import GAME24_TRAIN_ROWS
 from reasonflow.errors import ConfigError, DatasetError
 from reasonflow.finetune.data import SFTExample, bench_rows
 
 DATASET = "game24"
-TRAIN_ROWS = 900  # rows 1-900 train; 901-1000 are the ToT paper's test rows, never training data
+TRAIN_ROWS = GAME24_TRAIN_ROWS
 PROPOSE_PATHS = 2  # random solution paths per puzzle, each giving a move at 4, 3 and 2 numbers left
 VALUE_PER_CLASS = 2  # sure and impossible states per depth (1 and 2 moves made) per puzzle
 
@@ -77,7 +78,7 @@ def exact_examples(count: int, *, offset: int = 0, seed: int = 0,
     if offset < 0 or count < 1 or offset + count > TRAIN_ROWS:
         raise ConfigError(f"Game of 24 training puzzles are rows 1-{TRAIN_ROWS}: offset {offset} + count {count} "
                           f"would reach the benchmark rows {TRAIN_ROWS + 1}-1000")
-    puzzles = datasets_.load(DATASET, split="test", data_dir=data_dir, offset=offset, limit=count)
+    puzzles = datasets_.load(DATASET, split="train", data_dir=data_dir, offset=offset, limit=count)
     kept, seen, counts = [], set(), Counter()
     for puzzle in puzzles:
         for ex in puzzle_examples(puzzle, random.Random(f"{seed}|{puzzle.id}")):

@@ -152,7 +152,7 @@ def collect_search(recipe: Recipe, out: Path, base_url: str | None = None, model
 
                 if recipe.search_offset + count > game24.TRAIN_ROWS:
                     raise ConfigError(f"Game of 24 search puzzles must be train rows 1-{game24.TRAIN_ROWS}")
-                where = {"dataset": "game24", "split": "test", "seed": None}
+                where = {"dataset": "game24", "split": "train", "seed": None}
             else:
                 where = {"dataset": DATASET, "split": "train", "seed": recipe.seed}
             results = run_bench([program], where["dataset"], split=where["split"], limit=count,
