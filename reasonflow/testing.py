@@ -60,12 +60,13 @@ class ScriptedLM(dspy.LM):
 
     ``script`` returns a dict (one completion, repeated n times), a list of n dicts or strings, or a
     string (raw completion text). ``finish_reason`` of every choice is ``"stop"`` unless the script
-    returns ``(outputs, "length")``. ``delay_s`` makes async calls sleep, to exercise concurrency.
+    returns ``(outputs, "length")``. ``delay_s`` (seconds, or a function of the call) makes async calls
+    sleep, to exercise concurrency.
     ``logprobs(call, text)``, when given and the request asks for logprobs, returns the choice's
     tokens as ``[(token, [(alternative, logprob), ...]), ...]``; they come back in the OpenAI shape.
     """
 
-    def __init__(self, script: Callable[[ScriptedCall], Any], *, delay_s: float = 0.0,
+    def __init__(self, script: Callable[[ScriptedCall], Any], *, delay_s: float | Callable[[ScriptedCall], float] = 0.0,
                  logprobs: Callable[[ScriptedCall, str], list] | None = None, **kwargs):
         super().__init__("openai/scripted", cache=False, temperature=kwargs.pop("temperature", 0.0), **kwargs)
         self.script = script
@@ -76,14 +77,16 @@ class ScriptedLM(dspy.LM):
 
     def forward(self, prompt=None, messages=None, **kwargs):
         call = self._call(prompt, messages, kwargs)
-        if self.delay_s:
-            time.sleep(self.delay_s)
+        delay = self.delay_s(call) if callable(self.delay_s) else self.delay_s
+        if delay:
+            time.sleep(delay)
         return self._respond(call)
 
     async def aforward(self, prompt=None, messages=None, **kwargs):
         call = self._call(prompt, messages, kwargs)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        delay = self.delay_s(call) if callable(self.delay_s) else self.delay_s
+        if delay:
+            await asyncio.sleep(delay)
         return self._respond(call)
 
     def _call(self, prompt, messages, kwargs) -> ScriptedCall:

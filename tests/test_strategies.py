@@ -92,6 +92,35 @@ def test_identical_states_are_evaluated_once():
     assert statuses == ["answer", "pruned", "pruned", "pruned"]
 
 
+def test_a_states_children_are_valued_as_soon_as_its_own_proposals_arrive():
+    slow_s = 0.6
+
+    def script(call):
+        steps = call.inputs.get("steps", "")
+        path = "".join(steps.split("\n"))
+        if kind(call) == "propose":
+            return [{"next_step": c} for c in "xy"][: call.n]
+        if kind(call) == "value":
+            return {"verdict": "sure" if path == "yy" else "likely"}  # the best leaf is on the slow branch
+        return {"answer": path}
+
+    def delay(call):  # the second frontier state's proposals are slow
+        return slow_s if kind(call) == "propose" and call.inputs.get("steps", "") == "y" else 0.0
+
+    def search(lm):
+        return run(TreeOfThought(Task("t"), breadth=2, depth=2, proposals=2), lm)
+
+    lm = ScriptedLM(script, delay_s=delay)
+    pred = search(lm)
+    slow = next(c for c in lm.calls if kind(c) == "propose" and c.inputs.get("steps") == "y")
+    first_child_values = [c for c in lm.calls if kind(c) == "value" and c.inputs.get("steps", "").startswith("x\n")]
+    assert first_child_values and all(c.started < slow.started + slow_s / 2 for c in first_child_values)
+    reference = search(ScriptedLM(script))  # the same search without the delay: same tree, same answer
+    assert pred.answer == reference.answer == "yy"
+    assert [(d["text"], d["status"]) for _, d in pred.trace.graph.nodes(data=True)] == \
+        [(d["text"], d["status"]) for _, d in reference.trace.graph.nodes(data=True)]
+
+
 def test_illegal_steps_are_pruned_before_evaluation():
     task = Task("t", validate_step=lambda q, steps, step: step != "b")
     script, evaluator = tree_script({"a": 0.5, "c": 0.5})

@@ -112,27 +112,58 @@ class StepSearch(SearchStrategy):
         return len(steps) >= self.max_depth or bool(self.task.is_terminal and self.task.is_terminal(question, list(steps)))
 
     # --- propose ------------------------------------------------------------------------------
-    async def expand(self, run: SearchRun, states: list[State]) -> list[State]:
-        """Children of every state, proposed concurrently; duplicates and illegal moves pruned."""
-        proposals = await asyncio.gather(*(self._propose(run, s) for s in states))
-        children, seen = [], {}
-        for state, steps_proposed in zip(states, proposals):
-            allowed = set(self.task.actions(run.question, list(state.steps))) if self.task.actions else None
-            for i, step in enumerate(steps_proposed):
-                steps = state.steps + (step,)
-                node = run.trace.add_node(text=step, parent=state.node, status="proposed", action=f"propose {i}")
-                key = self.key(run.question, steps)
-                if key in seen:
-                    run.trace.update(node, status="pruned", reason=f"duplicate of {seen[key]}")
-                elif allowed is not None and step not in allowed:
-                    run.trace.update(node, status="pruned", reason="outside the action space")
-                elif not step or (self.task.validate_step and not self.task.validate_step(run.question, list(state.steps), step)):
-                    run.trace.update(node, status="pruned", reason="illegal step")
-                else:
-                    seen[key] = node
-                    children.append(State(node, steps, path_values=state.path_values,
-                                          terminal=self.is_terminal(run.question, steps)))
-        return children
+    async def expand(self, run: SearchRun, states: list[State], *, evaluate: bool = False) -> list[State]:
+        """Children of every state, proposed concurrently; duplicates and illegal moves pruned.
+
+        With ``evaluate`` the children are also scored, pipelined: each state's children go to the value
+        predictor as soon as that state's own proposals arrive, not after the slowest state's. Nodes,
+        duplicates and tie-breaks are still decided in the states' order once all have arrived, so the
+        search is the same as ``expand`` then ``evaluate``. Identical value inputs share one call."""
+        scores: dict[str, asyncio.Future] = {}
+        pipelined = evaluate and not (self.evaluator == "vote" and self.policy == "lm")  # a vote needs them all
+
+        async def propose(state: State) -> list[str]:
+            proposed = await self._propose(run, state)
+            if pipelined:
+                for step in proposed:
+                    steps = state.steps + (step,)
+                    key = self._score_key(run.question, steps)
+                    if key not in scores and self._prune_reason(run, state, step) is None:
+                        scores[key] = asyncio.ensure_future(self._score(run.question, steps))
+            return proposed
+
+        try:
+            proposals = await asyncio.gather(*(propose(s) for s in states))
+            children, seen = [], {}
+            for state, steps_proposed in zip(states, proposals):
+                for i, step in enumerate(steps_proposed):
+                    steps = state.steps + (step,)
+                    node = run.trace.add_node(text=step, parent=state.node, status="proposed", action=f"propose {i}")
+                    key = self.key(run.question, steps)
+                    reason = f"duplicate of {seen[key]}" if key in seen else self._prune_reason(run, state, step)
+                    if reason:
+                        run.trace.update(node, status="pruned", reason=reason)
+                    else:
+                        seen[key] = node
+                        children.append(State(node, steps, path_values=state.path_values,
+                                              terminal=self.is_terminal(run.question, steps)))
+            if pipelined:
+                scored = await asyncio.gather(*(scores[self._score_key(run.question, c.steps)] for c in children))
+                self._set_values(run, children, scored)
+            elif evaluate:
+                await self.evaluate(run, children)
+            return children
+        finally:  # a failed round, or a duplicate whose inputs differed from the kept copy's
+            for pending in scores.values():
+                pending.cancel()
+
+    def _prune_reason(self, run: SearchRun, state: State, step: str) -> str | None:
+        """Why a proposed step cannot be a child (outside the action space, illegal), or None."""
+        if self.task.actions and step not in set(self.task.actions(run.question, list(state.steps))):
+            return "outside the action space"
+        if not step or (self.task.validate_step and not self.task.validate_step(run.question, list(state.steps), step)):
+            return "illegal step"
+        return None
 
     async def _propose(self, run: SearchRun, state: State) -> list[str]:
         """The proposed next steps of one state: one guided ``n=proposals`` request, or the baseline."""
@@ -152,26 +183,33 @@ class StepSearch(SearchStrategy):
         """Set ``value`` (and ``path_values``) on every state; scores go into the trace."""
         if self.evaluator == "vote" and self.policy == "lm":
             values = await self._vote(run, states)
+            self._set_values(run, states, [(v, None) for v in values])
         else:
-            values = await asyncio.gather(*(self._value(run, s) for s in states))
-        for state, value in zip(states, values):
+            self._set_values(run, states, await asyncio.gather(*(self._score(run.question, s.steps) for s in states)))
+
+    def _set_values(self, run: SearchRun, states: list[State], scored) -> None:
+        for state, (value, call) in zip(states, scored):
+            if call is not None:
+                run.trace.update(state.node, **call.node_attrs())
             state.value = value
             state.path_values = state.path_values + (value,)
             run.trace.update(state.node, score=round(value, 4))
 
-    async def _value(self, run: SearchRun, state: State) -> float:
+    def _score_key(self, question: str, steps) -> str:
+        """What a state's score depends on: the value predictor's inputs (exactly as rendered)."""
+        return repr(sorted(self.inputs(question, steps).items()))
+
+    async def _score(self, question: str, steps) -> tuple[float, NodeCall | None]:
+        """A state's value, and the LM call behind it if there was one."""
         if self.task.value_fn is not None:
-            value = self.task.value_fn(run.question, list(state.steps))
+            value = self.task.value_fn(question, list(steps))
             if value is not None:
-                return float(value)
+                return float(value), None
         if self.policy != "lm":
-            return baseline_value(self.task, self.policy, run.question, list(state.steps),
-                                  self.key(run.question, state.steps), self.seed)
+            return baseline_value(self.task, self.policy, question, list(steps), self.key(question, steps), self.seed), None
         if callable(self.evaluator):
-            return float(self.evaluator(run.question, list(state.steps)))
-        value, call = await self.lm_value(run.question, state.steps)
-        run.trace.update(state.node, **call.node_attrs())
-        return value
+            return float(self.evaluator(question, list(steps))), None
+        return await self.lm_value(question, steps)
 
     async def lm_value(self, question: str, steps) -> tuple[float, NodeCall]:
         """The Value predictor's score of a state (mean over its samples) and the call behind it."""

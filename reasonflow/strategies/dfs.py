@@ -47,8 +47,7 @@ class DFS(StepSearch):
             return state if state.value >= self.threshold else None
         if run.out_of_budget(new_nodes=self.proposals, new_calls=1, depth=state.depth + 1):
             return None
-        children = await self.expand(run, [state])
-        await self.evaluate(run, children)
+        children = await self.expand(run, [state], evaluate=True)
         children.sort(key=lambda s: -s.value)  # stable: equal values keep proposal order
         for child in children:
             if child.value < self.threshold:

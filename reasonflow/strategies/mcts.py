@@ -59,8 +59,7 @@ class MCTS(StepSearch):
                 continue
             if run.out_of_budget(new_nodes=self.proposals, new_calls=1, depth=leaf.depth + 1):
                 break
-            new = await self.expand(run, [leaf])
-            await self.evaluate(run, new)
+            new = await self.expand(run, [leaf], evaluate=True)
             children[leaf.node] = new
             for child in new:
                 backup(visits, sums, [s.node for s in path] + [child.node], child.value)

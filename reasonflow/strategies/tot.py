@@ -3,7 +3,7 @@
     frontier = [question]
     for depth in 1..D:
         children = propose(frontier)          # all frontier states at once, n=proposals each
-        evaluate(children)                     # all at once; identical states once
+        evaluate(children)                     # each state's as soon as its proposals arrive; identical states once
         frontier = select(children, breadth)   # greedy top-b, or sampled by value
     answer = best state in the frontier
 
@@ -56,8 +56,7 @@ class TreeOfThought(StepSearch):
                 break
             if run.out_of_budget(new_nodes=len(open_states) * self.proposals, new_calls=len(open_states), depth=depth):
                 break
-            children = await self.expand(run, open_states)
-            await self.evaluate(run, children)
+            children = await self.expand(run, open_states, evaluate=True)
             pool = [s for s in frontier if s.terminal] + children
             frontier = self.select(pool, rng)
             for state in pool:
