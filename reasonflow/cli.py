@@ -77,11 +77,8 @@ def cmd_run(args) -> int:
     import json
     from pathlib import Path
 
-    import dspy
-
-    from reasonflow.adapter import StructuredAdapter
-    from reasonflow.lm import connect
     from reasonflow.artifact import program as get_program
+    from reasonflow.lm import connect, session
 
     program = get_program(args.program, **_options(args.option))
     lm = connect(args.base_url, args.model)

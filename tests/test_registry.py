@@ -140,3 +140,15 @@ def test_the_wheel_lists_every_package_and_installs_programs_under_its_own_name(
     assert set(config["packages"]) == found | {"reasonflow_programs"}
     assert config["package-dir"] == {"reasonflow_programs": "programs"}
     assert "programs" not in config["packages"]
+
+
+def test_cli_run_uses_a_session_and_reports_bad_options_as_one_line(monkeypatch, tmp_path, capsys):
+    from reasonflow import cli, lm
+
+    scripted = ScriptedLM(lambda call: {"reasoning": "2+2", "answer": 4})
+    monkeypatch.setattr(lm, "connect", lambda base_url=None, model=None: scripted)
+    assert cli.main(["run", "gsm8k.cot", "--question", "2+2?", "--trace-out", str(tmp_path)]) == 0
+    assert "answer: 4" in capsys.readouterr().out and (tmp_path / "trace.json").is_file()
+    assert cli.main(["run", "gsm8k.cot", "--question", "q", "-o", "breadth=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "unknown option" in err and "Traceback" not in err
