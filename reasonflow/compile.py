@@ -89,6 +89,25 @@ async def evaluate(program, examples, kind: str, concurrency: int = DEFAULT_EVAL
     return Point({}, sum(correct) / max(len(examples), 1), usage.total_tokens / max(len(examples), 1))
 
 
+def prune_demos(program: dspy.Module) -> dspy.Module:
+    """Keep, in every predictor's demos, only its signature's fields (and DSPy's ``augmented`` flag).
+
+    DSPy's bootstrap copies the whole prediction into a demo (vLLM logprobs included) and fills every
+    predictor with labelled train examples, also one that never ran and whose signature they do not
+    fit (ToT's vote, given raw puzzles). A demo that lacks one of the predictor's inputs, or has none
+    of its outputs, is dropped; the prompts of the demos kept are unchanged, since the adapter renders
+    only signature fields."""
+    for _, predictor in program.named_predictors():
+        inputs, outputs = set(predictor.signature.input_fields), set(predictor.signature.output_fields)
+        kept = []
+        for demo in predictor.demos:
+            fields = dict(demo.items()) if hasattr(demo, "items") else dict(demo)
+            if inputs <= fields.keys() and outputs & fields.keys():
+                kept.append(dspy.Example({k: v for k, v in fields.items() if k in inputs | outputs or k == "augmented"}))
+        predictor.demos = kept
+    return program
+
+
 def choose(points: list[Point], token_budget: float | None) -> Point:
     """The most accurate point within the token budget (ties: fewer tokens); all points if none fit."""
     fitting = [p for p in points if token_budget is None or p.tokens <= token_budget] or points
@@ -120,6 +139,7 @@ def compile_program(name: str, *, dataset: str, optimizer: str, train: int, dev:
         with track_usage() as usage:
             compiled = make_optimizer(optimizer, make_metric(kind), lm, seed, threads).compile(
                 student, trainset=trainset, **({"valset": devset} if optimizer in ("mipro", "gepa") else {}))
+        prune_demos(compiled)
         points = []
         for knobs in (getattr(STRATEGIES.get(spec(name).strategy), "grid", ({},)) if grid else [{}]):
             candidate = get_program(base, **{**sized, **knobs})

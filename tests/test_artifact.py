@@ -107,6 +107,20 @@ def test_compiling_game24_tot_bootstraps_propose_and_value_demos_from_train_row_
         state = tuple(sorted(Fraction(x) for x in demo["numbers"].split()))
         assert demo["next_step"] in dict(legal_moves(state))
     assert {d["verdict"] for d in value} <= {"sure", "likely", "impossible"}
+    assert {k for d in value for k in d.keys()} <= {"numbers", "verdict", "augmented"}  # no logprobs copied in
+    assert compiled.vote.demos == []  # before: raw train puzzles, which fit neither of its inputs
+
+
+def test_pruned_demos_keep_only_signature_fields_and_drop_the_ones_that_do_not_fit():
+    from reasonflow.compile import prune_demos
+
+    program = reasonflow.program("game24.tot")
+    program.value.demos = [dspy.Example(numbers="4 6", verdict="sure", augmented=True, logprobs={"content": []})]
+    program.vote.demos = [dspy.Example(question="1 2 3 4", answer="24", id="game24:train:0")]
+    program.propose.demos = [dspy.Example(numbers="1 2 3 4")]  # no output at all
+    prune_demos(program)
+    assert [dict(d.items()) for d in program.value.demos] == [{"numbers": "4 6", "verdict": "sure", "augmented": True}]
+    assert program.vote.demos == [] and program.propose.demos == []
 
 
 # --- issue #13, point 6: an artifact restores prompts and demos only ----------------------------------

@@ -57,3 +57,25 @@ def test_the_follower_stamps_lines_as_the_log_grows(tmp_path):
     follower.join(5)
     assert [line for _, line in follower.lines] == [LOG[0][1], LOG[1][1]]
     assert follower.lines[1][0] > follower.lines[0][0]
+
+
+def test_the_structured_output_backend_is_an_engine_setting_and_a_bad_one_is_refused(monkeypatch):
+    import json as json_
+
+    import pytest
+
+    from reasonflow.config import GUIDED_BACKENDS, EngineConfig
+    from reasonflow.engine.server import Engine
+    from reasonflow.errors import ConfigError
+
+    def flag(backend):
+        engine = Engine(config=EngineConfig(guided_backend=backend))
+        engine.model_dir, engine.served_model, engine.port = Path("/m"), "m", 8123
+        cmd = engine.command()
+        return json_.loads(cmd[cmd.index("--structured-outputs-config") + 1])
+
+    assert flag("xgrammar") == {"backend": "xgrammar", "disable_any_whitespace": True}  # the default's compact JSON
+    assert flag("outlines") == {"backend": "outlines"}  # vLLM refuses the whitespace flag for outlines
+    assert {flag(b)["backend"] for b in GUIDED_BACKENDS} == set(GUIDED_BACKENDS)
+    with pytest.raises(ConfigError, match="guided_backend"):
+        EngineConfig(guided_backend="regex-magic")

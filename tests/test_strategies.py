@@ -121,6 +121,29 @@ def test_a_states_children_are_valued_as_soon_as_its_own_proposals_arrive():
         [(d["text"], d["status"]) for _, d in reference.trace.graph.nodes(data=True)]
 
 
+def test_sibling_value_prompts_are_byte_identical_up_to_their_own_step():
+    """The prefix cache serves what siblings share: the system message, the question and the parent's steps."""
+    import os
+
+    def script(call):
+        if kind(call) == "propose":
+            return [{"next_step": f"step {c}"} for c in "xyz"][: call.n]
+        if kind(call) == "value":
+            return {"verdict": "likely"}
+        return {"answer": "a"}
+
+    lm = ScriptedLM(script)
+    run(TreeOfThought(Task("t"), breadth=1, depth=2, proposals=3), lm, question="What is 6 * 7?")
+    values = [c for c in lm.calls if kind(c) == "value"]
+    depth2 = [c for c in values if c.inputs["steps"].count("\n") == 1]
+    assert len(depth2) == 3
+    texts = [json.dumps(c.messages) for c in depth2]
+    shared = os.path.commonprefix(texts)
+    parent_steps = depth2[0].inputs["steps"].split("\n")[0]
+    assert json.dumps(parent_steps)[1:-1] in shared and all(t != texts[0] for t in texts[1:])
+    assert shared.startswith(json.dumps(depth2[0].messages[:1])[:-1])  # the whole system message is shared
+
+
 def test_illegal_steps_are_pruned_before_evaluation():
     task = Task("t", validate_step=lambda q, steps, step: step != "b")
     script, evaluator = tree_script({"a": 0.5, "c": 0.5})

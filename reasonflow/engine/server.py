@@ -22,6 +22,7 @@ authentication; a cold start compiles kernels for a minute or more (later starts
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from reasonflow.config import DEFAULT_LOG_TAIL_LINES, EngineConfig, home_dir
+from reasonflow.config import COMPACT_JSON_BACKENDS, DEFAULT_LOG_TAIL_LINES, EngineConfig, home_dir
 from reasonflow.engine.model import resolve_model
 from reasonflow.errors import ConfigError, EngineStartError
 
@@ -86,6 +87,12 @@ def is_ready(base_url: str, model: str | None = None, timeout_s: float = 30.0, a
         return False
 
 
+def structured_outputs_config(backend: str) -> dict:
+    """vLLM's ``--structured-outputs-config`` for ``backend``. Compact JSON where the backend can force
+    it: a small model otherwise pads with whitespace until max_tokens and the JSON never closes."""
+    return {"backend": backend, **({"disable_any_whitespace": True} if backend in COMPACT_JSON_BACKENDS else {})}
+
+
 class Engine:
     """An embedded vLLM server. Use as a context manager, or call ``start()`` and ``stop()``."""
 
@@ -119,9 +126,7 @@ class Engine:
                "--model", str(self.model_dir), "--served-model-name", self.served_model,
                "--host", cfg.host, "--port", str(self.port), "--max-model-len", str(cfg.max_model_len),
                "--dtype", cfg.dtype, "--enable-prompt-tokens-details", "--enable-prefix-caching",
-               # Compact JSON under guided decoding: a small model otherwise pads with whitespace
-               # until max_tokens and the JSON never closes.
-               "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
+               "--structured-outputs-config", json.dumps(structured_outputs_config(cfg.guided_backend))]
         if cfg.lora:
             modules = [f"{name}={Path(path).resolve()}" for name, path in cfg.lora]
             cmd += ["--enable-lora", "--max-lora-rank", str(cfg.max_lora_rank), "--lora-modules", *modules]
