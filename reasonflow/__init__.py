@@ -33,9 +33,8 @@ from reasonflow.options import Options  # noqa: E402
 from reasonflow.registry import list_programs, register, register_strategy  # noqa: E402
 from reasonflow.result import Result  # noqa: E402
 from reasonflow.search import SearchStrategy, Task  # noqa: E402
-from reasonflow.strategies import (  # noqa: E402
-    DFS, MCTS, BestOfN, ChainOfThought, ProgramOfThought, SelfConsistency, SelfRefine, TreeOfThought,
-)
+from reasonflow import strategies as _strategies  # noqa: E402
+from reasonflow.strategies import *  # noqa: E402,F403  (every strategy class: ChainOfThought, TreeOfThought, ...)
 from reasonflow.trace import Trace  # noqa: E402
 from reasonflow.usage import Usage, track_usage  # noqa: E402
 
@@ -48,8 +47,7 @@ __all__ = [
     "Budget", "Engine", "EngineConfig", "LMConfig", "StructuredAdapter", "Usage", "VLLMLM", "Result",
     "Trace", "configure", "connect", "list_programs", "load", "program", "session", "track_usage",
     # extending: a task, a program over it, a strategy of your own
-    "Task", "register", "register_strategy", "Options", "SearchStrategy",
-    "BestOfN", "ChainOfThought", "DFS", "MCTS", "ProgramOfThought", "SelfConsistency", "SelfRefine", "TreeOfThought",
+    "Task", "register", "register_strategy", "Options", "SearchStrategy", *_strategies.__all__,
     # errors
     "ReasonflowError", "ConfigError", "EngineError", "ModelFetchError", "EngineStartError", "EngineNotRunning",
     "LMError", "LMTimeoutError", "LMRequestError", "ContextOverflowError", "TruncatedError", "ParseError",

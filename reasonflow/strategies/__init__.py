@@ -3,7 +3,7 @@
 Each strategy class declares its own facts (``name``, ``Options``, ``size_option``, ``grid``) and
 registers itself with ``@register_strategy``; ``STRATEGIES`` (``reasonflow.registry``) is the table the
 CLI, the bench, the compiler and the server read. Adding a strategy is one file here and one import line
-below.
+below; ``__all__`` (and so ``reasonflow.__all__``) follows the registry.
 """
 
 from reasonflow.registry import STRATEGIES
@@ -16,5 +16,5 @@ from reasonflow.strategies.refine import SelfRefine
 from reasonflow.strategies.sc import SelfConsistency
 from reasonflow.strategies.tot import TreeOfThought
 
-__all__ = ["STRATEGIES", "BestOfN", "ChainOfThought", "DFS", "MCTS", "ProgramOfThought", "SelfConsistency",
-           "SelfRefine", "TreeOfThought"]
+# Every registered strategy class (``reasonflow`` re-exports them): a new one needs no edit here.
+__all__ = sorted(cls.__name__ for cls in STRATEGIES.values())

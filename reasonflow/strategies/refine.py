@@ -9,9 +9,11 @@
 
 The trace is a chain: question -> draft -> revision 1 -> ...; each node's text is the draft's reasoning
 and its ``feedback`` attribute the critique that followed it. A revision that fails to parse, is cut off
-or has no usable answer is pruned and the previous draft stands. This file plus its import line in
-``strategies/__init__.py`` is all a strategy takes: it is then ``TASK.refine@N`` for every registered
-task with a ``refine`` program, and its options are request options on the server.
+or has no usable answer is pruned and the previous draft stands.
+
+This file plus its import line in ``strategies/__init__.py`` is all a strategy takes: ``reasonflow``
+exports it, its options are request options on the server, ``@N`` sets ``rounds`` and the compiler tries
+its ``grid``. A named program over a task is then one ``@register("gsm8k.refine", kind=...)`` factory.
 
 Not guaranteed: a small model's critique is often wrong; ``correct`` stops early only on its say-so.
 """
