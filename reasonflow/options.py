@@ -23,6 +23,7 @@ passed through for the strategy itself to check.
 from __future__ import annotations
 
 import collections.abc
+import functools
 import math
 import types
 import typing
@@ -137,12 +138,18 @@ def check_value(name: str, value, annotation, *, request: bool = False) -> None:
         raise ConfigError(f"{name} must be {problem}, got {value!r}")
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A class's field annotations, resolved once (every build of a program checks against them)."""
+    return typing.get_type_hints(cls, include_extras=True)
+
+
 @dataclass(frozen=True)
 class Options:
     """Base of every strategy's options. Subclasses are frozen dataclasses with annotated fields."""
 
     def __post_init__(self):
-        hints = typing.get_type_hints(type(self), include_extras=True)
+        hints = _hints(type(self))
         for f in fields(self):
             check_value(f.name, getattr(self, f.name), hints[f.name])
 
@@ -162,7 +169,7 @@ class Options:
     def request_fields(cls) -> dict[str, Any]:
         """What a request may set: each field's annotation, its ``Limit`` folded into ``Le``, with
         ``Local`` fields and ``Callable`` union members left out."""
-        hints = typing.get_type_hints(cls, include_extras=True)
+        hints = _hints(cls)
         out = {}
         for f in fields(cls):
             base, extras = _parts(hints[f.name])
@@ -179,7 +186,7 @@ class Options:
     @classmethod
     def check_request(cls, values: dict) -> dict:
         """``values`` checked as a request's (names, types, ranges and limits); ``ConfigError`` if not."""
-        hints = typing.get_type_hints(cls, include_extras=True)
+        hints = _hints(cls)
         unknown = sorted(set(values) - set(cls.names()))
         if unknown:
             raise ConfigError(f"unknown option(s) {unknown}; this strategy takes {sorted(cls.request_fields())}")

@@ -88,7 +88,11 @@ def _load_sources() -> None:
         for loader in list(_sources):
             if id(loader) not in _loaded:
                 _loaded.add(id(loader))  # first: a loader's own programs register while it runs
-                loader()
+                try:
+                    loader()
+                except BaseException:
+                    _loaded.discard(id(loader))  # a failed load is tried again, not silently skipped
+                    raise
 
 
 def register(name: str, *, kind: str, description: str = ""):

@@ -164,7 +164,8 @@ class SearchStrategy(dspy.Module):
 
     def __init__(self, task: Task, *, budget: Budget = Budget(), program: str | None = None, **options):
         """``options`` become ``self.options`` (a frozen ``Options``; ``ConfigError`` when one is unknown
-        or out of range), and each one an attribute of the same name."""
+        or out of range), and each one a (read-only by convention) attribute of the same name: to change
+        an option, build a new program."""
         super().__init__()
         self.task = task
         self.budget = budget

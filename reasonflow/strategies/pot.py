@@ -102,7 +102,6 @@ class ProgramOfThought(SearchStrategy):
         return {**super().settings(), "signature": self.signature.__name__}
 
     async def search(self, run: SearchRun) -> None:
-        check_sampling(self.k, self.temperature)  # a compiled copy may have had k or temperature set
         require()  # SandboxUnavailable now, before the LM writes programs that could not run
         root = run.trace.add_node(text=run.question, status="expanded")
         temperature = self.temperature if self.k > 1 else None

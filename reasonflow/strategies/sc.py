@@ -51,7 +51,6 @@ class SelfConsistency(SearchStrategy):
         return self.k
 
     async def search(self, run: SearchRun) -> None:
-        check_sampling(self.k, self.temperature)  # a compiled copy may have had k or temperature set
         root = run.trace.add_node(text=run.question, status="expanded")
         call = await predict(self.solve, n=self.k, temperature=self.temperature, question=run.question)
         run.trace.update(root, **call.node_attrs())  # one request made every sample: its usage sits on the root
