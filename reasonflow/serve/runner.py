@@ -130,7 +130,7 @@ class Solver:
                            listener=listener)
         body = {
             "program": prepared.served.id,
-            "answer": result.answer if result.answer is None else plain(result.answer),
+            "answer": plain(result.answer),
             "reasoning": result.reasoning,
             "usage": result.usage or usage.to_dict(),
             "budget_exhausted": result.budget_exhausted,

@@ -30,6 +30,7 @@ from typing import Annotated
 
 import dspy
 
+from reasonflow.checking.answers import unusable_reason, usable
 from reasonflow.errors import ConfigError, NoAnswerError, SandboxError, describe
 from reasonflow.options import Local, Options, Samples, Temperature
 from reasonflow.registry import register_strategy
@@ -38,7 +39,6 @@ from reasonflow.sandbox import (
 )
 from reasonflow.search import SearchRun, SearchStrategy, Task, predict
 from reasonflow.strategies.cot import _text
-from reasonflow.checking.answers import unusable_reason, usable
 from reasonflow.strategies.sc import check_sampling, offer_vote
 
 DEFAULT_PROGRAM_MAX_CHARS = 800  # bound on the generated code, so the JSON closes
