@@ -31,7 +31,7 @@ async def run_adapter(adapter, lm, examples, concurrency: int) -> dict:
         nonlocal parsed, correct
         async with gate:
             try:
-                with dspy.context(lm=lm, adapter=adapter):
+                with reasonflow.session(lm, adapter=adapter):
                     pred = await program.acall(question=ex.question)
             except Exception as exc:  # every failure is a data point here, never a crash
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1

@@ -21,12 +21,10 @@ import json
 import statistics
 import time
 
-import dspy
 import httpx
 import openai
 
-from reasonflow.adapter import StructuredAdapter
-from reasonflow.lm import OPENAI_PARAMS, VLLM_EXTRA_PARAMS, connect, resolve_base_url
+from reasonflow.lm import OPENAI_PARAMS, VLLM_EXTRA_PARAMS, connect, resolve_base_url, session
 from reasonflow.registry import get_program
 from reasonflow.serve import ServeLimits, create_app
 from reasonflow.serve.testing import serving
@@ -38,7 +36,7 @@ QUESTION = ("Natalia sold clips to 48 of her friends in April, and then she sold
 def captured_request(lm, program: str, question: str) -> tuple[dict, dict]:
     """The body (and vLLM extras) of the one request ``program`` sends for ``question``."""
     probe = lm.copy()
-    with dspy.context(lm=probe, adapter=StructuredAdapter()):
+    with session(probe):
         get_program(program)(question=question)
     if len(probe.history) != 1:
         raise SystemExit(f"{program} sent {len(probe.history)} requests; this benchmark compares one-request programs")

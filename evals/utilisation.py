@@ -35,7 +35,6 @@ import json
 import time
 from dataclasses import asdict, dataclass
 
-import dspy
 import openai
 
 import reasonflow
@@ -113,7 +112,7 @@ async def achieved(program, examples, lm) -> tuple[EngineWork, int, int]:
             errors += 1
 
     started = time.perf_counter()
-    with dspy.context(lm=lm, adapter=reasonflow.StructuredAdapter()), reasonflow.track_usage() as usage:
+    with reasonflow.session(lm), reasonflow.track_usage() as usage:
         await asyncio.gather(*(one(ex) for ex in examples))
     work = EngineWork(usage.sequences, usage.computed_prompt_tokens, usage.completion_tokens,
                       time.perf_counter() - started)

@@ -14,8 +14,7 @@ import re
 import dspy
 
 import reasonflow
-from reasonflow.search import Task
-from reasonflow.strategies import TreeOfThought
+from reasonflow import Task, TreeOfThought
 
 TARGET = 20
 

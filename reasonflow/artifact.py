@@ -14,7 +14,7 @@ prefix and description, and the demos (plain JSON records). Sampling settings (`
 (``lm`` other than null), non-empty ``traces``/``train``/``fields`` or any other attribute in the
 state are refused with ``ArtifactError``, so a file cannot override the LM or the bounds of the
 server that loads it. The manifest's ``options`` (k, breadth, temperature, ...) are bounded like a
-request's options (``reasonflow.serve.schemas.SolveOptions``; out of bounds: ``ConfigError``).
+request's options (the strategy's ``Options.check_request``; out of bounds: ``ConfigError``).
 Every malformed file (not JSON, nested too deeply, no ``program``, a ``version`` that is not the
 integer 1, a state that does not fit the program) is an ``ArtifactError``.
 
@@ -31,6 +31,7 @@ from pathlib import Path
 import dspy
 
 from reasonflow.errors import ArtifactError, ConfigError
+from reasonflow.registry import get_program
 
 ARTIFACT_FORMAT = "reasonflow.compiled"
 ARTIFACT_VERSION = 1
@@ -150,31 +151,26 @@ def prompts_only(state: dict, program: dspy.Module, where: str = "the artifact")
 
 def check_options(program: str, options: dict) -> dict:
     """The manifest's options, bounded like a request's (``ConfigError`` when out of bounds,
-    ``ArtifactError`` for an option the program does not take)."""
-    from pydantic import ValidationError
-
-    from reasonflow.registry import spec
-    from reasonflow.serve.schemas import SolveOptions, allowed_options
+    ``ArtifactError`` for an option the program's strategy does not take)."""
+    from reasonflow.registry import STRATEGIES, spec
 
     strategy = spec(program).strategy
-    allowed = allowed_options(strategy) - {"max_tokens", "deadline_s", "budget"}
+    cls = STRATEGIES.get(strategy)
+    allowed = set(cls.Options.request_fields()) if cls is not None else set()
     extra = sorted(set(options) - allowed)
     if extra:
         raise ArtifactError(f"the manifest does not fit program {program!r}: it sets options {extra}, and the "
                             f"program (strategy {strategy!r}) takes {sorted(allowed)}")
-    try:
-        SolveOptions.model_validate(options)
-    except ValidationError as exc:
-        first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ConfigError(f"the manifest's option {where or '?'} is out of bounds: {first.get('msg', exc)}") from exc
+    if cls is not None:
+        try:
+            cls.Options.check_request(options)
+        except ConfigError as exc:
+            raise ConfigError(f"the manifest's {exc}") from exc
     return dict(options)
 
 
 def load(path: str | os.PathLike) -> dspy.Module:
     """Rebuild the registered program named in the manifest and load the compiled state into it."""
-    from reasonflow.registry import get_program
-
     payload = read(path)
     manifest = payload["manifest"]
     name = manifest["program"]
@@ -184,10 +180,7 @@ def load(path: str | os.PathLike) -> dspy.Module:
         options = check_options(name, manifest.get("options", {}))
     except ArtifactError as exc:
         raise ArtifactError(f"{path}: {exc}") from exc
-    try:
-        program = get_program(name, **options)  # ConfigError for an unknown program or bad options
-    except TypeError as exc:
-        raise ArtifactError(f"{path}: the options do not fit program {name!r}: {exc}") from exc
+    program = get_program(name, **options)  # ConfigError for an unknown program or bad options
     state = prompts_only(payload["state"], program, str(path))
     try:
         program.load_state(state)
@@ -195,3 +188,22 @@ def load(path: str | os.PathLike) -> dspy.Module:
         raise ArtifactError(f"{path}: the state does not fit program {name!r}: {exc}") from exc
     program.manifest = manifest
     return program
+
+
+def with_options(compiled: dspy.Module, **options) -> dspy.Module:
+    """A fresh copy of a loaded artifact with ``options`` over its manifest's: the registered program
+    rebuilt with them, then the compiled prompts and demos loaded in (what the server does per request)."""
+    manifest = compiled.manifest
+    program = get_program(manifest["program"], **{**manifest.get("options", {}), **options})
+    program.load_state(compiled.dump_state())
+    program.manifest = manifest
+    return program
+
+
+def program(name: str, **options) -> dspy.Module:
+    """A registered program by name (``gsm8k.sc@8``, options to its factory), or a compiled artifact by
+    path (``programs/compiled/x.json``; options over its manifest's)."""
+    if str(name).endswith(".json"):
+        compiled = load(name)
+        return with_options(compiled, **options) if options else compiled
+    return get_program(name, **options)

@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from reasonflow.config import EngineConfig
-from reasonflow.errors import ConfigError, EngineNotRunning, ReasonflowError
+from reasonflow.errors import ConfigError, EngineNotRunning, cli_main
 
 
 def _lora_pairs(values: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -77,15 +77,12 @@ def cmd_run(args) -> int:
     import json
     from pathlib import Path
 
-    import dspy
-
-    from reasonflow.adapter import StructuredAdapter
-    from reasonflow.lm import connect
-    from reasonflow.registry import get_program
+    from reasonflow.artifact import program as get_program
+    from reasonflow.lm import connect, session
 
     program = get_program(args.program, **_options(args.option))
     lm = connect(args.base_url, args.model)
-    with dspy.context(lm=lm, adapter=StructuredAdapter()):
+    with session(lm):
         pred = program(question=args.question)
     print(f"answer: {pred.answer}")
     print(f"usage: {json.dumps(pred.usage)}")
@@ -262,13 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ReasonflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return cli_main(args.func, args)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ Train and dev examples both come from the TRAIN split (disjoint, after a seeded 
 split is never read here. The metric is ``reasonflow.checking.check`` for the dataset's kind. The
 optimizers are DSPy's own: BootstrapFewShot, BootstrapFewShotWithRandomSearch, MIPROv2 and GEPA,
 run over the strategy's inner predictors (solve / propose / value / answer, their instructions and
-demos). The knob grid (k, breadth, temperature, ... per strategy) is scored on dev; the Pareto front
+demos). The knob grid (the strategy's own ``grid``: k, breadth, ...) is scored on dev; the Pareto front
 of accuracy against mean tokens per question is printed, and the chosen point is the most accurate
 one whose mean tokens fit ``token_budget`` (no budget: the most accurate), ties to fewer tokens.
 
@@ -27,26 +27,15 @@ from dataclasses import dataclass, replace
 import dspy
 
 from reasonflow import artifact
-from reasonflow.adapter import StructuredAdapter
 from reasonflow.checking import check
 from reasonflow.data import DATASETS, load
 from reasonflow.errors import ConfigError
-from reasonflow.lm import connect
-from reasonflow.registry import get_program, parse_name, spec
+from reasonflow.lm import connect, session
+from reasonflow.registry import STRATEGIES, get_program, parse_name, spec
 from reasonflow.usage import track_usage
 
 DEFAULT_EVAL_CONCURRENCY = 16
 OPTIMIZERS = ("bootstrap", "random_search", "mipro", "gepa")
-# Search knobs tried after prompt optimization, per strategy (each dict overrides the program's options).
-GRIDS: dict[str, list[dict]] = {
-    "cot": [{}],
-    "sc": [{"k": 1}, {"k": 4}, {"k": 8}],
-    "bon": [{"n": 2}, {"n": 4}],
-    "tot": [{"breadth": 2}, {"breadth": 3}],
-    "dfs": [{"threshold": 0.25}, {"threshold": 0.5}],
-    "mcts": [{"iterations": 4}, {"iterations": 8}],
-    "pot": [{"k": 1}, {"k": 4}],
-}
 
 
 @dataclass(frozen=True)
@@ -138,13 +127,13 @@ def compile_program(name: str, *, dataset: str, optimizer: str, train: int, dev:
     """Compile and save; returns the manifest."""
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {optimizer!r}; use one of {OPTIMIZERS}")
-    kind = DATASETS[dataset].kind if dataset in DATASETS else spec(name).task
+    kind = DATASETS[dataset].kind if dataset in DATASETS else spec(name).kind
     trainset = load(dataset, split="train", data_dir=data_dir, limit=train, seed=seed)
     devset = load(dataset, split="train", data_dir=data_dir, offset=train, limit=dev, seed=seed)
     lm = lm or connect(base_url, model, temperature=0.0)
     base, sized = parse_name(name)
     started = time.time()
-    with dspy.context(lm=lm, adapter=StructuredAdapter()):
+    with session(lm):
         student = get_program(name)
         before = asyncio.run(evaluate(student, devset, kind))
         with track_usage() as usage:
@@ -152,7 +141,7 @@ def compile_program(name: str, *, dataset: str, optimizer: str, train: int, dev:
                 student, trainset=trainset, **({"valset": devset} if optimizer in ("mipro", "gepa") else {}))
         prune_demos(compiled)
         points = []
-        for knobs in (GRIDS.get(spec(name).strategy, [{}]) if grid else [{}]):
+        for knobs in (getattr(STRATEGIES.get(spec(name).strategy), "grid", ({},)) if grid else [{}]):
             candidate = get_program(base, **{**sized, **knobs})
             candidate.load_state(compiled.dump_state())
             points.append(replace(asyncio.run(evaluate(candidate, devset, kind)), options={**sized, **knobs}))

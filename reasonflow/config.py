@@ -44,6 +44,8 @@ DEFAULT_MAX_DEPTH = 8
 DEFAULT_MAX_LM_CALLS = 200
 DEFAULT_DEADLINE_S = 600.0
 DEFAULT_CONCURRENCY = 32  # concurrent requests one search or bench keeps in flight
+DEFAULT_MAX_BREADTH = 32  # the most a request may ask for: ToT breadth, MCTS iterations, refine rounds
+DEFAULT_MAX_SEARCH_DEPTH = 16  # the most search depth a request may ask for
 
 
 def home_dir() -> Path:

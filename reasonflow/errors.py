@@ -17,6 +17,7 @@ mistakes inside reasonflow itself (those stay ordinary ``TypeError``/``Assertion
     │   ├── UpstreamResponseError  a 200 whose body is cut off, not a completion, or has no choices
     │   ├── TruncatedError     the completion stopped at max_tokens (finish_reason="length")
     │   └── ParseError         the completion had no parseable output fields (carries the raw text)
+    ├── NoAnswerError          a program ran but found no usable answer (every sample unusable, ...)
     ├── DatasetError           a dataset name, split or local file is missing or malformed
     ├── ArtifactError          a compiled program or trace file is invalid (or a pickle)
     └── SandboxError           generated code failed in the sandbox (subclasses in reasonflow.sandbox:
@@ -97,6 +98,11 @@ class ParseError(LMError):
         super().__init__(f"{message}; raw text: {raw_text[:300]!r}")
 
 
+class NoAnswerError(ReasonflowError):
+    """A program ran to the end but had no usable answer: every sample was missing, blank or a
+    non-finite number, or every program failed. A strategy reports it in ``Result.error``; it is not raised."""
+
+
 class DatasetError(ReasonflowError):
     """A dataset name, split or local file is missing or malformed."""
 
@@ -107,3 +113,22 @@ class ArtifactError(ReasonflowError):
 
 class SandboxError(ReasonflowError):
     """Generated code failed inside the sandbox (timeout, memory, forbidden import, exception)."""
+
+
+def describe(error: BaseException) -> str:
+    """``"ParseError: ..."``: an error's class and message, in one bounded line for traces and rows."""
+    return f"{type(error).__name__}: {error}"[:500]
+
+
+def cli_main(command, *args) -> int:
+    """Run a CLI command: its exit status; a ``ReasonflowError`` prints as one line (``error: ...``,
+    exit 2), never a traceback, and Ctrl-C exits 130."""
+    import sys
+
+    try:
+        return command(*args)
+    except ReasonflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

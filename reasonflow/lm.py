@@ -351,8 +351,23 @@ def connect(base_url: str | None = None, model: str | None = None, *, api_key: s
     return lm
 
 
+def session(lm: dspy.LM, *, adapter: dspy.Adapter | None = None, **settings: Any):
+    """The one way reasonflow runs programs against an LM: ``dspy.context(lm=lm, adapter=...)`` with
+    ``StructuredAdapter`` by default (bounded JSON via ``response_format``). ``settings`` go to
+    ``dspy.context`` too (the server adds ``disable_history=True, trace=[]``). The settings live in a
+    context variable, so concurrent tasks with their own sessions never see each other's.
+
+        with reasonflow.session(lm):
+            program(question="...")
+    """
+    from reasonflow.adapter import StructuredAdapter
+
+    return dspy.context(lm=lm, adapter=adapter or StructuredAdapter(), **settings)
+
+
 def configure(base_url: str | None = None, model: str | None = None, **kwargs: Any) -> VLLMLM:
-    """Connect and make the result DSPy's LM, with ``StructuredAdapter`` as its adapter."""
+    """Connect and make the result DSPy's LM, with ``StructuredAdapter`` as its adapter (process-wide;
+    ``session`` does the same for one block)."""
     from reasonflow.adapter import StructuredAdapter
 
     lm = connect(base_url, model, **kwargs)

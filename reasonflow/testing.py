@@ -3,7 +3,7 @@
     def respond(call):                        # call.inputs: the input fields of the predictor
         return {"reasoning": "2+2", "answer": 4}  # or a list of n dicts, or raw text
     lm = ScriptedLM(respond)
-    with dspy.context(lm=lm, adapter=reasonflow.StructuredAdapter()):
+    with reasonflow.session(lm):
         program(question="...")
 
 It is a real ``dspy.LM`` on the same plugin path as ``reasonflow.lm.VLLMLM``: the adapter formats

@@ -10,7 +10,7 @@ import pytest
 
 from reasonflow import StructuredAdapter
 from reasonflow.checking import numeric_equivalent
-from reasonflow.errors import ConfigError
+from reasonflow.errors import ConfigError, NoAnswerError
 from reasonflow.registry import get_program
 from reasonflow.search import Task
 from reasonflow.strategies import STRATEGIES, ProgramOfThought
@@ -85,7 +85,8 @@ def test_programs_execute_concurrently(monkeypatch):
 
 def test_when_every_program_fails_the_answer_is_none_and_error_says_why():
     pred = run(ProgramOfThought(NUMBERS, k=2), programs_lm(["import socket", "x = 1"]))
-    assert pred.answer is None and pred.failed == 2 and "2 of 2 failed" in pred.error
+    assert pred.answer is None and pred.failed == 2 and "2 of 2 failed" in str(pred.error)
+    assert isinstance(pred.error, NoAnswerError) and pred.result.error is pred.error
     assert not pred.budget_exhausted
 
 

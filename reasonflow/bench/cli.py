@@ -16,7 +16,7 @@ import sys
 from reasonflow.bench.rows import DEFAULT_HTML_TRACES, DEFAULT_QUESTION_TIMEOUT_S
 from reasonflow.config import DEFAULT_CONCURRENCY
 from reasonflow.data import DATASETS
-from reasonflow.errors import ReasonflowError
+from reasonflow.errors import cli_main
 
 DESCRIPTION = "Run reasoning programs over a math benchmark and report accuracy, tokens and engine use."
 
@@ -77,9 +77,4 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return cmd_bench(args)
-    except ReasonflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli_main(cmd_bench, build_parser().parse_args(argv))

@@ -6,7 +6,7 @@ token and call totals over all rows, and this session's wall time, tok/s, utilis
 hit rate. ``table(results)`` renders them as markdown; ``plot(results, dataset, path)`` draws one point
 per program (tokens per question against accuracy, with interval bars) using matplotlib's Agg canvas.
 
-Not guaranteed: maj@k and pass@k need per-sample answers (``pred.samples``); programs without them
+Not guaranteed: maj@k and pass@k need per-sample answers (``Result.samples``); programs without them
 report null. pass@k counts a question as solved when any of its samples is correct.
 """
 

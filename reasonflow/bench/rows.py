@@ -1,8 +1,9 @@
 """One bench row per (program, question): run it, score it, save its trace, append it to the JSONL file.
 
-``ask`` runs one question and turns every exception into an error type; ``finish`` scores the outcome
-with ``reasonflow.checking`` (for game24 the puzzle is the gold), writes the trace (HTML too for the
-first few questions) and builds the row; ``RowStore`` appends and flushes each row the moment it is
+``ask`` runs one question and keeps any exception; ``finish`` reads the run's typed ``Result`` (its
+answer, samples, error class and budget state: fields, never strings), scores it with
+``reasonflow.checking`` (for game24 the puzzle is the gold), writes the trace (HTML too for the first few
+questions) and builds the row; ``RowStore`` appends and flushes each row the moment it is
 done, and on resume reads them back (a row cut off by a crash is dropped and run again).
 ``program_names`` turns short names into registry names with the dataset's task prefix.
 
@@ -22,12 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import dspy
-
-from reasonflow.adapter import StructuredAdapter
-from reasonflow.checking import check
+from reasonflow.checking import check, usable
 from reasonflow.errors import ConfigError, ReasonflowError
-from reasonflow.trace import Trace
+from reasonflow.lm import session
+from reasonflow.result import Result, plain
 from reasonflow.usage import track_usage
 
 log = logging.getLogger(__name__)
@@ -99,63 +98,47 @@ class RowStore:
         self._file.close()
 
 
+class QuestionTimeout(ReasonflowError):
+    """A question ran past the bench's own per-question bound (``--question-timeout``)."""
+
+
 @dataclass
 class Outcome:
-    """What one ``acall`` gave: the prediction or the error, and the usage of every call it made."""
+    """What one ``acall`` gave: the prediction, or the exception it raised, and the usage of every call."""
 
     pred: Any
-    error: str | None
-    message: str
+    error: BaseException | None
     usage: dict
     latency_s: float
 
 
 async def ask(program, question: str, lm, timeout_s: float) -> Outcome:
-    """Run one question; every exception becomes an error type (the bench never stops for one)."""
+    """Run one question; an exception is kept as the outcome's error (the bench never stops for one)."""
     started = time.perf_counter()
-    pred, error, message = None, None, ""
+    pred, error = None, None
     with track_usage() as usage:
         try:
-            with dspy.context(lm=lm, adapter=StructuredAdapter()):
+            with session(lm):
                 pred = await asyncio.wait_for(program.acall(question=question), timeout_s)
         except asyncio.TimeoutError:
-            error, message = "QuestionTimeout", f"no answer within {timeout_s:g} s (question timeout)"
+            error = QuestionTimeout(f"no answer within {timeout_s:g} s (question timeout)")
         except Exception as exc:  # ParseError, TruncatedError, LMTimeoutError, ... : a failed question
-            error, message = type(exc).__name__, str(exc)
-    return Outcome(pred, error, message[:MAX_ERROR_CHARS], usage.to_dict(), time.perf_counter() - started)
+            error = exc
+    return Outcome(pred, error, usage.to_dict(), time.perf_counter() - started)
 
 
-def error_type(outcome: Outcome) -> str | None:
-    """The raised exception's class; else the strategy's ``error`` ("ParseError: ..." -> "ParseError");
-    else "budget_exhausted" or "no_answer" when the answer is missing; None for a usable answer."""
-    if outcome.error:
-        return outcome.error
-    pred = outcome.pred
-    reported = getattr(pred, "error", None)
-    if reported:
-        name = str(reported).split(":", 1)[0].strip()
-        return name if name.isidentifier() else "error"
-    if not _usable(getattr(pred, "answer", None)):
-        return "budget_exhausted" if getattr(pred, "budget_exhausted", False) else "no_answer"
+def error_type(result: Result) -> str | None:
+    """The error's class name (raised, or reported by the strategy); else "budget_exhausted" or
+    "no_answer" when the answer is missing; None for a usable answer."""
+    if result.error is not None:
+        return type(result.error).__name__
+    if result.answer is None:
+        return "budget_exhausted" if result.budget_exhausted else "no_answer"
     return None
 
 
-def _usable(answer) -> bool:
-    return answer is not None and str(answer).strip() != ""
-
-
-def _plain(value):
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else str(value)
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return str(value)
-
-
 def _correct(kind: str, answer, gold) -> bool:
-    if not _usable(answer):
+    if not usable(answer):
         return False
     try:
         return bool(check(kind, answer, gold))
@@ -165,44 +148,31 @@ def _correct(kind: str, answer, gold) -> bool:
 
 
 def finish(name: str, program, index: int, example, outcome: Outcome, out: Path, html_traces: int) -> dict:
-    """Score one outcome, save its trace (and HTML for the first few), and build its row.
-    Runs in a worker thread: Math-Verify checks block."""
-    pred, kind = outcome.pred, example.kind
+    """Score one outcome, save its trace (and HTML for the first few), and build its row from the
+    run's typed ``Result``. Runs in a worker thread: Math-Verify checks block."""
+    kind = example.kind
     gold = example.question if kind == "game24" else example.answer
-    answer = getattr(pred, "answer", None)
-    error = error_type(outcome)
+    result = Result.of(outcome.pred, program=name, question=example.question, usage=outcome.usage,
+                       error=outcome.error)
+    error = error_type(result)
     row = {"program": name, "dataset": example.dataset, "id": example.id, "index": index,
-           "question": example.question, "gold": example.answer, "prediction": _plain(answer),
-           "reasoning": str(getattr(pred, "reasoning", "") or "")[:MAX_REASONING_CHARS],
-           "correct": error is None and _correct(kind, answer, gold), "error": error,
-           "error_message": outcome.message or str(getattr(pred, "error", "") or "")[:MAX_ERROR_CHARS] or None,
+           "question": example.question, "gold": example.answer, "prediction": plain(result.answer),
+           "reasoning": result.reasoning[:MAX_REASONING_CHARS],
+           "correct": error is None and _correct(kind, result.answer, gold), "error": error,
+           "error_message": str(result.error)[:MAX_ERROR_CHARS] if result.error is not None else None,
            **{key: outcome.usage.get(key, 0) for key in ("prompt_tokens", "completion_tokens", "cached_tokens")},
            "lm_calls": outcome.usage.get("calls", 0), "latency_s": round(outcome.latency_s, 3),
-           "budget_exhausted": bool(getattr(pred, "budget_exhausted", False)), "k": None, "samples": None,
+           "budget_exhausted": result.budget_exhausted, "k": None, "samples": None,
            "samples_correct": None, "trace": None}
-    k = getattr(program, "k", None)
-    if isinstance(k, int):  # a sampling program (SC): pass@k over its samples
-        samples = list(getattr(pred, "samples", None) or [])
-        row.update(k=k, samples=_plain(samples), samples_correct=sum(_correct(kind, s, gold) for s in samples))
-    trace = getattr(pred, "trace", None)
-    if not hasattr(trace, "save"):  # the program raised or kept no trace: record what happened
-        note = row["error_message"] or error or f"answer {row['prediction']!r} (the program kept no trace)"
-        trace = _failure_trace(name, example.question, note, outcome.usage)
+    if result.samples:  # a sampling program (SC, PoT): pass@k over its samples
+        row.update(k=len(result.samples), samples=plain(result.samples),
+                   samples_correct=sum(_correct(kind, s, gold) for s in result.samples))
     rel = Path("traces") / slug(name) / f"{slug(example.id)}.json"
     try:
-        trace.save(out / rel)
+        result.trace.save(out / rel)
         if index < html_traces:
-            trace.to_html((out / rel).with_suffix(".html"))
+            result.trace.to_html((out / rel).with_suffix(".html"))
         row["trace"] = rel.as_posix()
     except ReasonflowError as exc:  # an unsavable trace loses the trace, not the row
         log.warning("could not save the trace of %s %s: %s", name, example.id, exc)
     return row
-
-
-def _failure_trace(name: str, question: str, message: str, usage: dict) -> Trace:
-    """A two-node trace (question -> pruned error) for a question whose program left none."""
-    trace = Trace(program=name, strategy="failed", question=question)
-    root = trace.add_node(text=question, status="expanded")
-    trace.add_node(text=message, parent=root, status="pruned", action="error")
-    trace.finish(answer=None, usage=usage)
-    return trace

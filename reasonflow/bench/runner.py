@@ -33,7 +33,7 @@ from reasonflow.bench.engine_metrics import hit_rate, measure_peak, scrape
 from reasonflow.bench.rows import DEFAULT_HTML_TRACES, DEFAULT_QUESTION_TIMEOUT_S, RowStore, ask, finish, program_names
 from reasonflow.config import DEFAULT_CONCURRENCY
 from reasonflow.errors import ConfigError
-from reasonflow.registry import get_program
+from reasonflow.artifact import program as get_program
 from reasonflow.search.base import run_sync
 
 MAX_CONCURRENCY = 1024  # questions in flight at once (each may send n samples per request)

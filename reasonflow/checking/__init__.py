@@ -17,6 +17,7 @@ forms it reads) and Math-Verify's notion of equivalence; a ``math_equal`` call t
 budget answers False. ``regex_only_number`` is a deliberately naive baseline, not a checker.
 """
 
+from reasonflow.checking.answers import present, unusable_reason, usable
 from reasonflow.checking.game24 import game24_check
 from reasonflow.checking.latex import DEFAULT_CHECK_TIMEOUT_S, extract_boxed, math_equal
 from reasonflow.checking.numeric import extract_number, numbers_equal, numeric_equivalent, regex_only_number
@@ -35,5 +36,8 @@ __all__ = [
     "math_equal",
     "numbers_equal",
     "numeric_equivalent",
+    "present",
     "regex_only_number",
+    "unusable_reason",
+    "usable",
 ]

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from reasonflow.checking.answers import present
+
 
 def exact_equivalent(a: Any, b: Any) -> bool:
     """The default equivalence: equal text after stripping surrounding whitespace."""
@@ -40,10 +42,6 @@ class VoteResult:
         return max(size for _, size in self.counts) / self.total if self.total else 0.0
 
 
-def _valid(answer: Any) -> bool:
-    return answer is not None and not (isinstance(answer, str) and not answer.strip())
-
-
 def majority_vote(answers: list, equivalent: Callable[[Any, Any], bool] = exact_equivalent) -> VoteResult:
     """The most common answer among ``answers`` under ``equivalent``.
 
@@ -55,7 +53,7 @@ def majority_vote(answers: list, equivalent: Callable[[Any, Any], bool] = exact_
     members: list[Any] = []
     sizes: list[int] = []
     for answer in answers:
-        if not _valid(answer):
+        if not present(answer):
             continue
         answer = answer.strip() if isinstance(answer, str) else answer
         for index, first in enumerate(members):

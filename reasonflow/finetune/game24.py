@@ -26,6 +26,7 @@ import random
 from collections import Counter
 from pathlib import Path
 
+from reasonflow import builtins
 from reasonflow.checking.game24 import fmt_number, good_moves, legal_moves, reachable, start_state
 from reasonflow.data import GAME24_TRAIN_ROWS
 from reasonflow.errors import ConfigError, DatasetError
@@ -94,7 +95,7 @@ def exact_examples(count: int, *, offset: int = 0, seed: int = 0,
 def search_examples(bench_dir: str | Path) -> tuple[list[SFTExample], dict]:
     """The moves on every solved search path of a bench run over train puzzles (``questions.jsonl``
     and ``traces/``): each (numbers left, move) from the root to the answer node, once per puzzle."""
-    from programs.game24 import numbers_left
+    numbers_left = builtins.module("game24").numbers_left
     from reasonflow.trace import Trace
 
     kept, counts = [], Counter()

@@ -1,7 +1,11 @@
-"""What ToT, beam, DFS and MCTS share: the task spec, one run's state and budget, the sync bridge."""
+"""What ToT, beam, DFS and MCTS share: the task spec, one run's state and budget, one predictor call.
 
-from reasonflow.search.base import SearchRun, SearchStrategy, run_sync, trace_listener
+The extension surface is ``Task``, ``SearchStrategy`` and ``SearchRun`` (what ``search(run)`` gets),
+``predict`` and ``tally``. Plumbing (``base.run_sync``, ``base.trace_listener``) stays in its module.
+"""
+
+from reasonflow.search.base import SearchRun, SearchStrategy
 from reasonflow.search.calls import NodeCall, predict
 from reasonflow.search.task import VERDICT_VALUE, Task, tally
 
-__all__ = ["NodeCall", "predict", "SearchRun", "SearchStrategy", "Task", "VERDICT_VALUE", "run_sync", "tally", "trace_listener"]
+__all__ = ["NodeCall", "predict", "SearchRun", "SearchStrategy", "Task", "VERDICT_VALUE", "tally"]

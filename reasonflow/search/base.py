@@ -1,8 +1,9 @@
 """What every search strategy shares: one run's state, the budget meter, and the sync/async bridge.
 
 ``SearchStrategy`` is a ``dspy.Module``. ``aforward(question=...)`` opens a ``Trace`` and a usage
-collector, runs the subclass's ``search(run)`` under the budget's deadline, and returns a
-``dspy.Prediction(answer, reasoning, trace, usage, budget_exhausted, ...)``. ``forward`` runs the same
+collector, runs the subclass's ``search(run)`` under the budget's deadline, and returns
+``Result(...).prediction()``: a ``dspy.Prediction(answer, reasoning, trace, usage, budget_exhausted, ...)``
+whose ``result`` is the typed ``reasonflow.result.Result``. ``forward`` runs the same
 coroutine to completion from synchronous code (in a worker thread if an event loop is already
 running), so DSPy's optimizers and ``program(question=...)`` work unchanged.
 
@@ -23,12 +24,14 @@ import atexit
 import contextvars
 import threading
 import time
-from dataclasses import asdict, dataclass, field, is_dataclass
-from typing import Any, Callable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Callable, ClassVar
 
 import dspy
 
 from reasonflow.config import Budget
+from reasonflow.options import Options
+from reasonflow.result import Result, plain
 from reasonflow.search.task import Task
 from reasonflow.trace import Trace
 from reasonflow.usage import Usage, track_usage
@@ -120,7 +123,13 @@ class SearchRun:
     best_reasoning: str = ""
     best_node: str | None = None
     best_score: float = float("-inf")
-    extra: dict = field(default_factory=dict)
+    # What a strategy reports besides its answer (see ``reasonflow.result.Result``):
+    error: BaseException | None = None  # why there is no answer (a ParseError, a NoAnswerError, ...)
+    samples: list | None = None
+    votes: list | None = None  # [(answer, count), ...]
+    scores: list | None = None
+    sample_errors: list | None = None
+    programs: list | None = None
 
     def remaining_s(self) -> float:
         return self.budget.deadline_s - (time.monotonic() - self.started)
@@ -147,17 +156,27 @@ class SearchRun:
 class SearchStrategy(dspy.Module):
     """Base of all strategies. Subclasses set ``name`` and implement ``async search(run)``."""
 
-    name = "strategy"
+    # The facts callers read (``reasonflow.registry.register_strategy`` checks that they agree):
+    name: ClassVar[str] = "strategy"
+    Options: ClassVar[type[Options]] = Options  # what a caller (and, within limits, a request) may set
+    size_option: ClassVar[str | None] = None  # the option ``@N`` in a program name sets
+    grid: ClassVar[tuple[dict, ...]] = ({},)  # knob settings ``reasonflow.compile`` scores after prompts
 
-    def __init__(self, task: Task, *, budget: Budget = Budget(), program: str | None = None):
+    def __init__(self, task: Task, *, budget: Budget = Budget(), program: str | None = None, **options):
+        """``options`` become ``self.options`` (a frozen ``Options``; ``ConfigError`` when one is unknown
+        or out of range), and each one a (read-only by convention) attribute of the same name: to change
+        an option, build a new program."""
         super().__init__()
         self.task = task
         self.budget = budget
         self.program_name = program or f"{task.name}.{self.name}"
+        self.options = self.Options.build(**options)
+        for f in fields(self.options):
+            setattr(self, f.name, getattr(self.options, f.name))
 
     def settings(self) -> dict:
         """The strategy's knobs, recorded in the trace and in compiled manifests."""
-        return {"budget": asdict(self.budget)}
+        return {"budget": asdict(self.budget), **{f.name: getattr(self.options, f.name) for f in fields(self.options)}}
 
     def width(self) -> int:
         """Sequences one question can have in flight at once (a request with n=k counts k): the
@@ -171,7 +190,7 @@ class SearchStrategy(dspy.Module):
         return run_sync(self.aforward(question=question, **kwargs))
 
     async def aforward(self, question: str, **kwargs):
-        trace = Trace(program=self.program_name, strategy=self.name, config=_plain(self.settings()),
+        trace = Trace(program=self.program_name, strategy=self.name, config=plain(self.settings()),
                       question=question, listener=trace_listener.get())
         with track_usage() as usage:
             run = SearchRun(question=question, trace=trace, usage=usage, budget=self.budget)
@@ -180,23 +199,15 @@ class SearchStrategy(dspy.Module):
             except (asyncio.TimeoutError, TimeoutError):
                 run.exhausted = run.exhausted or "deadline"
         if run.best_node is not None:
-            trace.update(run.best_node, status="answer", answer=_plain(run.best_answer))
+            trace.update(run.best_node, status="answer", answer=plain(run.best_answer))
         totals = usage.to_dict()
-        trace.finish(answer=_plain(run.best_answer), usage=totals, budget_exhausted=run.exhausted is not None,
+        trace.finish(answer=plain(run.best_answer), usage=totals, budget_exhausted=run.exhausted is not None,
                      answer_node=run.best_node)
         if run.exhausted:
             trace.graph.graph["exhausted_by"] = run.exhausted
-        return dspy.Prediction(answer=run.best_answer, reasoning=run.best_reasoning, trace=trace, usage=totals,
-                               budget_exhausted=run.exhausted is not None, **run.extra)
-
-
-def _plain(value):
-    if is_dataclass(value):
-        return asdict(value)
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
+        tupled = {name: None if getattr(run, name) is None else tuple(getattr(run, name))
+                  for name in ("samples", "scores", "sample_errors", "programs")}
+        votes = None if run.votes is None else tuple((a, n) for a, n in run.votes)
+        return Result(answer=run.best_answer, reasoning=run.best_reasoning, error=run.error,
+                      budget_exhausted=run.exhausted is not None, exhausted_by=run.exhausted, votes=votes,
+                      usage=totals, trace=trace, **tupled).prediction()

@@ -25,7 +25,7 @@ class NodeCall:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     latency_s: float = 0.0
-    error: str | None = None
+    error: ParseError | TruncatedError | None = None  # the exception itself (``errors.describe`` to show it)
 
     def node_attrs(self) -> dict:
         """Usage attributes for ``Trace.add_node``/``update``."""
@@ -47,7 +47,7 @@ async def predict(predictor: dspy.Module, *, n: int = 1, temperature: float | No
             pred = await predictor.acall(**inputs, config=config) if config else await predictor.acall(**inputs)
             result.completions = [pred.completions[i] for i in range(len(pred.completions))]
         except (ParseError, TruncatedError) as exc:
-            result.error = f"{type(exc).__name__}: {exc}"[:500]
+            result.error = exc
     result.call_ids = [r.id for r in usage.records]
     result.prompt_tokens, result.completion_tokens = usage.prompt_tokens, usage.completion_tokens
     result.latency_s = usage.latency_s

@@ -25,8 +25,7 @@ from typing import Callable, Literal, Union
 
 import dspy
 
-from reasonflow.config import Budget
-from reasonflow.errors import ConfigError
+from reasonflow.options import Depth, Options, Samples, Seed, Temperature
 from reasonflow.search.actions import baseline_proposals, baseline_value, check_policy, step_field, step_format
 from reasonflow.search.base import SearchRun, SearchStrategy
 from reasonflow.search.calls import NodeCall, predict
@@ -67,24 +66,29 @@ def state_key(steps) -> str:
     return " | ".join(" ".join(s.lower().split()) for s in steps)
 
 
+@dataclass(frozen=True)
+class StepOptions(Options):
+    """What every tree search over steps takes (ToT, DFS and MCTS add their own)."""
+
+    proposals: Samples = 3  # next steps proposed per state (one n=proposals request)
+    evaluator: Evaluator = "value"  # the Value predictor, the Vote predictor, or a Python callable
+    value_samples: Samples = 1
+    temperature: Temperature = 0.7
+    depth: Depth = 4  # steps at most (the budget's max_depth caps it too)
+    policy: Literal["lm", "random", "exact"] = "lm"  # see reasonflow.search.actions
+    value_scoring: Literal["verdict", "logprob"] = "verdict"
+    seed: Seed = 0
+
+
 class StepSearch(SearchStrategy):
     """Base for tree searches over steps. Subclasses implement ``search(run)``."""
 
-    def __init__(self, task: Task, *, proposals: int = 3, evaluator: Evaluator = "value", value_samples: int = 1,
-                 temperature: float = 0.7, max_depth: int = 4, policy: Literal["lm", "random", "exact"] = "lm",
-                 value_scoring: Literal["verdict", "logprob"] = "verdict", seed: int = 0,
-                 budget: Budget = Budget(), program: str | None = None):
-        super().__init__(task, budget=budget, program=program)
-        if not (evaluator in ("value", "vote") or callable(evaluator)):
-            raise ConfigError(f"evaluator must be 'value', 'vote' or a callable, got {evaluator!r}")
-        if proposals < 1 or value_samples < 1 or max_depth < 1:
-            raise ConfigError("proposals, value_samples and max_depth must be >= 1")
-        if value_scoring not in ("verdict", "logprob"):
-            raise ConfigError(f"value_scoring must be 'verdict' or 'logprob', got {value_scoring!r}")
-        check_policy(task, policy)
-        self.proposals, self.evaluator, self.value_samples = proposals, evaluator, value_samples
-        self.temperature, self.max_depth = temperature, min(max_depth, budget.max_depth)
-        self.policy, self.value_scoring, self.seed = policy, value_scoring, seed
+    Options = StepOptions
+
+    def __init__(self, task: Task, **options):
+        super().__init__(task, **options)
+        check_policy(task, self.policy)
+        self.max_depth = min(self.depth, self.budget.max_depth)
         self.propose = dspy.Predict(task.propose)
         self.value = dspy.Predict(task.value)
         self.vote = dspy.Predict(task.vote)
@@ -92,9 +96,7 @@ class StepSearch(SearchStrategy):
 
     def settings(self) -> dict:
         evaluator = self.evaluator if isinstance(self.evaluator, str) else getattr(self.evaluator, "__name__", "callable")
-        return {**super().settings(), "proposals": self.proposals, "evaluator": evaluator,
-                "value_samples": self.value_samples, "temperature": self.temperature, "max_depth": self.max_depth,
-                "policy": self.policy, "value_scoring": self.value_scoring, "seed": self.seed}
+        return {**super().settings(), "evaluator": evaluator, "max_depth": self.max_depth}
 
     def inputs(self, question: str, steps) -> dict:
         """The predictors' input fields for a state."""

@@ -113,16 +113,12 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reasonflow.errors import ReasonflowError
+    from reasonflow.errors import cli_main
 
     parser = argparse.ArgumentParser(prog="reasonflow")
     register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["serve", *(sys.argv[1:] if argv is None else argv)])
-    try:
-        return args.func(args)
-    except ReasonflowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return cli_main(args.func, args)
 
 
 if __name__ == "__main__":

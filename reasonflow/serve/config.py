@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reasonflow.config import DEFAULT_DEADLINE_S, DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_N
+from reasonflow.config import (
+    DEFAULT_DEADLINE_S, DEFAULT_MAX_BREADTH, DEFAULT_MAX_MODEL_LEN, DEFAULT_MAX_N, DEFAULT_MAX_SEARCH_DEPTH,
+)
 from reasonflow.errors import ConfigError
 
 DEFAULT_SERVE_HOST = "127.0.0.1"
@@ -26,8 +28,8 @@ DEFAULT_SERVE_MAX_MESSAGES = 256  # chat messages per request
 DEFAULT_SERVE_MAX_TOKENS = DEFAULT_MAX_MODEL_LEN  # per LM request; the engine's context bounds it anyway
 DEFAULT_SERVE_MAX_SAMPLES = DEFAULT_MAX_N  # k / n / proposals / value_samples per request
 DEFAULT_SERVE_MAX_CHOICES = 8  # chat `n`: independent solves per chat request
-DEFAULT_SERVE_MAX_BREADTH = 32  # ToT breadth, MCTS iterations
-DEFAULT_SERVE_MAX_DEPTH = 16
+DEFAULT_SERVE_MAX_BREADTH = DEFAULT_MAX_BREADTH  # ToT breadth, MCTS iterations (the strategies' Limit)
+DEFAULT_SERVE_MAX_DEPTH = DEFAULT_MAX_SEARCH_DEPTH
 DEFAULT_SERVE_MAX_NODES = 2_000  # budget.max_nodes a request may ask for
 DEFAULT_SERVE_MAX_LM_CALLS = 2_000  # budget.max_lm_calls a request may ask for
 DEFAULT_SERVE_MAX_DEADLINE_S = DEFAULT_DEADLINE_S  # budget.deadline_s a request may ask for

@@ -1,7 +1,7 @@
 """Server-sent events: the search as it runs (``POST /v1/solve/stream``), and the SSE response itself.
 
 A search's ``Trace`` calls its listener synchronously on every change; ``EventQueue`` is that
-listener (set through ``reasonflow.search.trace_listener`` for the request's task only) and turns each
+listener (set through ``reasonflow.search.base.trace_listener`` for the request's task only) and turns each
 change into an SSE event on an ``asyncio.Queue``:
 
     expanded   a node joined the tree (its parent was expanded); data: the node with parent, action

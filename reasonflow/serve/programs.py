@@ -3,17 +3,17 @@
 ``load_programs(["gsm8k.sc@8", "programs/compiled/x.json"])`` resolves every name once at startup
 (an unknown name or a bad artifact fails then, not on the first request). A registered name is
 served under that name and rebuilt per request with ``get_program(name, **options)``. A compiled
-artifact (``.json``) is served under its file stem; per request the loaded module is deep-copied and
-the options are set as attributes of the copy. Either way no two requests share a program object, so
-one request's options never reach another's.
+artifact (``.json``) is served under its file stem; per request its registered program is rebuilt with
+the request's options over the manifest's and the compiled prompts and demos are loaded in
+(``artifact.with_options``). Either way no two requests share a program object, so one request's
+options never reach another's, and a compiled program takes exactly the options its strategy does.
 
-Not guaranteed: options on a compiled program only work where the module has the matching attribute
-(``k``, ``temperature``, ``breadth``, ``max_depth``...); anything else is refused with a 422.
+Not guaranteed: a request's options are checked against the strategy's ``Options``; a factory that
+refuses one of them (a program-specific option) is a 422 when the request is prepared.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,12 +22,12 @@ import dspy
 
 from reasonflow.config import Budget
 from reasonflow.errors import ConfigError
-from reasonflow.registry import get_program, spec
-from reasonflow.serve.schemas import OPTION_ATTRS, SolveOptions, check_options
+from reasonflow.artifact import load, with_options
+from reasonflow.registry import STRATEGIES, get_program, spec
+from reasonflow.serve.schemas import SolveOptions, check_options
 
 # LM settings (applied through dspy.context) and the server's deadline: not the program's
 PROGRAM_OPTIONS_EXCLUDED = ("max_tokens", "deadline_s")
-CODE_STRATEGIES = frozenset({"pot"})  # strategies that run model-written code in reasonflow.sandbox
 
 
 @dataclass
@@ -42,17 +42,12 @@ class ServedProgram:
 
     @property
     def runs_code(self) -> bool:
-        """Whether the program runs model-written code (and so needs the sandbox)."""
-        return self.strategy in CODE_STRATEGIES
+        """Whether the program runs model-written code (its strategy says ``runs_code``: it needs the sandbox)."""
+        return bool(getattr(STRATEGIES.get(self.strategy or ""), "runs_code", False))
 
     def problems(self, options: SolveOptions) -> list[str]:
         """Why ``options`` cannot be used with this program (empty when they can)."""
-        problems = check_options(self.id, self.strategy, options)
-        if not problems and self.compiled is not None:
-            for name in _program_options(options):
-                if name != "budget" and not hasattr(self.compiled, OPTION_ATTRS.get(name, name)):
-                    problems.append(f"compiled program {self.id!r} has no setting {name!r}")
-        return problems
+        return check_options(self.id, self.strategy, options)
 
     def build(self, options: SolveOptions) -> dspy.Module:
         """A fresh program for one request. Raises ConfigError/TypeError/ValueError on bad options."""
@@ -61,10 +56,7 @@ class ServedProgram:
             given["budget"] = _budget(given["budget"], getattr(self.compiled, "budget", Budget()))
         if self.compiled is None:
             return get_program(self.source, **given)
-        program = copy.deepcopy(self.compiled)
-        for name, value in given.items():
-            setattr(program, OPTION_ATTRS.get(name, name), value)
-        return program
+        return with_options(self.compiled, **given)
 
 
 def _program_options(options: SolveOptions) -> dict[str, Any]:
@@ -91,9 +83,8 @@ def load_programs(names: list[str] | tuple[str, ...]) -> dict[str, ServedProgram
 
 def _load_one(name: str) -> ServedProgram:
     if name.endswith(".json"):
-        module = get_program(name)
-        strategy = getattr(module, "name", None)
-        return ServedProgram(id=Path(name).stem, source=name, strategy=strategy if isinstance(strategy, str) else None,
+        module = load(name)
+        return ServedProgram(id=Path(name).stem, source=name, strategy=spec(module.manifest["program"]).strategy,
                              description=f"compiled from {Path(name).name}", compiled=module)
     program_spec = spec(name)  # ConfigError for an unknown name or a bad @N
     get_program(name)  # build once, so a broken factory fails at startup

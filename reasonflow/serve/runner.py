@@ -4,7 +4,7 @@
 question length, max_tokens, options the strategy takes, the factory accepting them) and raises
 ``ApiError`` (422) on the first failure, so a bad request never reaches the engine. ``Solver.run``
 then runs the fresh program with ``await program.acall(question=...)`` inside
-``dspy.context(lm=..., adapter=StructuredAdapter(), disable_history=True, trace=[])``: the settings
+``reasonflow.session(lm, disable_history=True, trace=[])`` (a ``dspy.context`` with ``StructuredAdapter``): the settings
 live in a contextvar of the request's own task, so concurrent requests never see each other's LM,
 options or trace listener, and DSPy keeps no per-call history that would grow with traffic.
 ``until_disconnect`` runs a coroutine as a task and cancels it when the client goes away, which
@@ -34,8 +34,10 @@ from starlette.types import Receive
 from reasonflow.adapter import StructuredAdapter
 from reasonflow import sandbox
 from reasonflow.errors import (
-    ConfigError, ContextOverflowError, LMError, LMRequestError, LMTimeoutError, ReasonflowError,
+    ConfigError, ContextOverflowError, LMError, LMRequestError, LMTimeoutError, ReasonflowError, describe,
 )
+from reasonflow.lm import session
+from reasonflow.result import Result, plain
 from reasonflow.search.base import trace_listener
 from reasonflow.serve.config import ServeLimits
 from reasonflow.serve.programs import ServedProgram
@@ -115,7 +117,7 @@ class Solver:
     async def _run(self, prepared: Prepared, listener: Callable[[dict], None] | None) -> dict[str, Any]:
         token = trace_listener.set(listener)
         try:
-            with dspy.context(lm=prepared.lm, adapter=self.adapter, disable_history=True, trace=[]):
+            with session(prepared.lm, adapter=self.adapter, disable_history=True, trace=[]):
                 with track_usage() as usage:
                     pred = await prepared.program.acall(question=prepared.question)
         except asyncio.CancelledError:
@@ -124,50 +126,23 @@ class Solver:
             raise as_api_error(exc) from exc
         finally:
             trace_listener.reset(token)
-        trace = getattr(pred, "trace", None)
-        if not isinstance(trace, Trace):  # a plain DSPy module (e.g. some compiled artifacts): one node
-            trace = _single_node_trace(prepared, pred, usage.to_dict(), listener)
-        raw = getattr(pred, "answer", None)
-        answer = _plain(raw)
-        exhausted = bool(getattr(pred, "budget_exhausted", False))
+        result = Result.of(pred, program=prepared.served.id, question=prepared.question, usage=usage.to_dict(),
+                           listener=listener)
         body = {
             "program": prepared.served.id,
-            "answer": answer,
-            "reasoning": _text(getattr(pred, "reasoning", "") or ""),
-            "usage": getattr(pred, "usage", None) or usage.to_dict(),
-            "budget_exhausted": exhausted,
-            "trace_id": self.store.put(trace),
-            "trace": _trace_dict(trace),
+            "answer": plain(result.answer),
+            "reasoning": result.reasoning,
+            "usage": result.usage or usage.to_dict(),
+            "budget_exhausted": result.budget_exhausted,
+            "trace_id": self.store.put(result.trace),
+            "trace": _trace_dict(result.trace),
         }
-        error = getattr(pred, "error", None)
-        if answer is None and not error:
-            if raw is not None:
-                error = f"the program's answer {str(raw)[:40]!r} is not usable (not a finite number)"
-            else:
-                error = "the program found no answer" + (
-                    f" before its budget ran out ({trace.graph.graph.get('exhausted_by', 'budget')})" if exhausted else "")
-        if error:
-            body["error"] = str(error)
+        if result.error is not None:
+            body["error"] = describe(result.error)
+        elif result.answer is None:
+            body["error"] = "the program found no answer" + (
+                f" before its budget ran out ({result.exhausted_by or 'budget'})" if result.budget_exhausted else "")
         return body
-
-
-def _plain(value: Any) -> Any:
-    """A JSON value for an answer: numbers and strings as they are, a non-finite number as None
-    (the body's ``error`` then says why), anything else as text."""
-    if value is None or isinstance(value, (str, bool, int)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    try:
-        if not math.isfinite(value):
-            return None
-    except (TypeError, ValueError, OverflowError):
-        pass
-    return str(value)
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else str(value)
 
 
 def _trace_dict(trace: Trace) -> dict:
@@ -181,15 +156,6 @@ def _trace_dict(trace: Trace) -> dict:
                 if isinstance(value, float) and not math.isfinite(value):
                     attrs[key] = repr(value)
         return trace.to_dict()
-
-
-def _single_node_trace(prepared: Prepared, pred, usage: dict, listener) -> Trace:
-    trace = Trace(program=prepared.served.id, strategy="module", question=prepared.question, listener=listener)
-    answer = _plain(getattr(pred, "answer", None))
-    node = trace.add_node(text=str(getattr(pred, "reasoning", "") or ""), status="answer",
-                          answer=None if answer is None else str(answer))
-    trace.finish(answer=answer, usage=usage, answer_node=node)
-    return trace
 
 
 def as_api_error(exc: BaseException) -> ApiError:

@@ -1,9 +1,10 @@
-"""Request bodies of the HTTP API as pydantic models, and the per-strategy table of allowed options.
+"""Request bodies of the HTTP API as pydantic models; the program options come from the strategies.
 
 ``SolveRequest`` is the body of ``POST /v1/solve`` and ``/v1/solve/stream``; ``ChatRequest`` the body of
 ``POST /v1/chat/completions`` (unknown OpenAI fields are ignored, as OpenAI-compatible servers do).
 Every number is bounded and every choice is a ``Literal``, so a bad ``k``, ``n`` or ``max_tokens`` is a
-422 before any LM call. ``check_options`` adds what a model alone cannot know: which options the
+422 before any LM call. ``SolveOptions`` is derived from the strategies' ``Options`` dataclasses (their
+types, choices, ranges and request ``Limit``s), so a strategy declares an option once. ``check_options`` adds what a model alone cannot know: which options the
 program's strategy takes (a ToT ``breadth`` sent to a CoT program is a 422, not silently ignored).
 
 Not guaranteed: a valid request can still fail later (engine down: 504; a prompt over the model's
@@ -13,35 +14,24 @@ what ``budget`` allows.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from reasonflow.registry import SIZE_OPTION
+import reasonflow.strategies  # noqa: F401  (registers the built-in strategies)
+from reasonflow.errors import ConfigError
+from reasonflow.registry import STRATEGIES
 from reasonflow.serve.config import (
-    DEFAULT_SERVE_MAX_BREADTH, DEFAULT_SERVE_MAX_CHOICES, DEFAULT_SERVE_MAX_DEADLINE_S, DEFAULT_SERVE_MAX_DEPTH,
+    DEFAULT_SERVE_MAX_CHOICES, DEFAULT_SERVE_MAX_DEADLINE_S, DEFAULT_SERVE_MAX_DEPTH,
     DEFAULT_SERVE_MAX_LM_CALLS, DEFAULT_SERVE_MAX_MESSAGES, DEFAULT_SERVE_MAX_NODES, DEFAULT_SERVE_MAX_QUESTION_CHARS,
-    DEFAULT_SERVE_MAX_REQUEST_DEADLINE_S, DEFAULT_SERVE_MAX_SAMPLES, DEFAULT_SERVE_MAX_TOKENS,
+    DEFAULT_SERVE_MAX_REQUEST_DEADLINE_S, DEFAULT_SERVE_MAX_TOKENS,
 )
 
-Samples = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_SAMPLES)
 Temperature = Field(default=None, ge=0.0, le=2.0)
 MaxTokens = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_TOKENS)
 
-# Options each strategy's factory takes (besides the COMMON ones every program takes).
-STRATEGY_OPTIONS: dict[str, frozenset[str]] = {
-    "cot": frozenset({"temperature"}),
-    "sc": frozenset({"k", "temperature"}),
-    "bon": frozenset({"n", "temperature"}),
-    "tot": frozenset({"breadth", "depth", "proposals", "evaluator", "selection", "mode", "value_samples",
-                      "temperature", "seed"}),
-    "dfs": frozenset({"threshold", "depth", "proposals", "evaluator", "value_samples", "temperature"}),
-    "mcts": frozenset({"iterations", "proposals", "c", "depth", "evaluator", "value_samples", "temperature"}),
-}
 # max_tokens goes to the LM and deadline_s to the server's clock, not to the program
 COMMON_OPTIONS = frozenset({"budget", "max_tokens", "deadline_s"})
-# Option name -> attribute name, for compiled programs (options are set on a copy of the loaded module).
-OPTION_ATTRS = {"depth": "max_depth"}
 
 
 class BudgetOptions(BaseModel):
@@ -55,25 +45,9 @@ class BudgetOptions(BaseModel):
     deadline_s: Optional[float] = Field(default=None, gt=0.0, le=DEFAULT_SERVE_MAX_DEADLINE_S)
 
 
-class SolveOptions(BaseModel):
-    """Per-request program options. Which ones a program takes depends on its strategy."""
-
+class _Options(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    k: Optional[int] = Samples
-    n: Optional[int] = Samples
-    proposals: Optional[int] = Samples
-    value_samples: Optional[int] = Samples
-    breadth: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_BREADTH)
-    iterations: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_BREADTH)
-    depth: Optional[int] = Field(default=None, ge=1, le=DEFAULT_SERVE_MAX_DEPTH)
-    temperature: Optional[float] = Temperature
-    evaluator: Optional[Literal["value", "vote"]] = None
-    selection: Optional[Literal["greedy", "sample"]] = None
-    mode: Optional[Literal["bfs", "beam"]] = None
-    seed: Optional[int] = Field(default=None, ge=0, le=2**31 - 1)
-    c: Optional[float] = Field(default=None, ge=0.0, le=100.0)
-    threshold: Optional[float] = Field(default=None, ge=0.0, le=1.0)
     max_tokens: Optional[int] = MaxTokens
     budget: Optional[BudgetOptions] = None
     # The whole request's wall clock (default: the server's request_deadline_s); past it, 504.
@@ -82,6 +56,25 @@ class SolveOptions(BaseModel):
     def given(self) -> dict[str, Any]:
         """The options the client set, as plain values (``budget`` as a dict of its set fields)."""
         return self.model_dump(exclude_none=True)
+
+
+def strategy_fields() -> dict[str, Any]:
+    """Every option a request may set for some strategy, with its type and range, read off the
+    strategies' ``Options`` (``reasonflow.options``). ``ConfigError`` if two strategies give one name
+    two meanings."""
+    merged: dict[str, Any] = {}
+    for name, cls in sorted(STRATEGIES.items()):
+        for option, annotation in cls.Options.request_fields().items():
+            if merged.setdefault(option, annotation) != annotation:
+                raise ConfigError(f"strategy {name!r} declares option {option!r} as {annotation}, another as "
+                                  f"{merged[option]}; one name must mean one thing in a request")
+    return merged
+
+
+# Per-request program options: the union of the strategies' own; which ones a program takes depends on
+# its strategy (``check_options``).
+SolveOptions = create_model("SolveOptions", __base__=_Options, __doc__="Per-request program options.",
+                            **{name: (Optional[tp], None) for name, tp in strategy_fields().items()})
 
 
 class SolveRequest(BaseModel):
@@ -143,11 +136,10 @@ class ChatRequest(BaseModel):
 
 
 def allowed_options(strategy: str | None) -> frozenset[str]:
-    """The option names a program with this strategy takes."""
-    if strategy in STRATEGY_OPTIONS:
-        return STRATEGY_OPTIONS[strategy] | COMMON_OPTIONS
-    size = SIZE_OPTION.get(strategy or "")
-    return COMMON_OPTIONS | {"temperature"} | ({size} if size else set())
+    """The option names a program with this strategy takes (a strategy reasonflow does not know:
+    the common ones only)."""
+    cls = STRATEGIES.get(strategy or "")
+    return COMMON_OPTIONS | (frozenset(cls.Options.request_fields()) if cls is not None else frozenset())
 
 
 def check_options(program: str, strategy: str | None, options: SolveOptions) -> list[str]:

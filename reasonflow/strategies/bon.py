@@ -12,27 +12,35 @@ judge call that fails to parse scores 0.
 from __future__ import annotations
 
 import asyncio
-from typing import Callable, Union
+from dataclasses import dataclass
+from typing import Callable, Literal, Union
 
 import dspy
 
-from reasonflow.config import Budget
-from reasonflow.errors import ConfigError
+from reasonflow.options import Options, Samples, Temperature
+from reasonflow.registry import register_strategy
 from reasonflow.search import SearchRun, SearchStrategy, Task, predict
 from reasonflow.strategies.cot import _text
 
-Verifier = Union[str, Callable[[str, str, object], float]]
+Verifier = Union[Literal["judge"], Callable[[str, str, object], float]]
 
 
+@dataclass(frozen=True)
+class BoNOptions(Options):
+    n: Samples = 4
+    verifier: Verifier = "judge"  # the task's Judge predictor, or a Python callable
+    temperature: Temperature = 0.7
+
+
+@register_strategy
 class BestOfN(SearchStrategy):
     name = "bon"
+    Options = BoNOptions
+    size_option = "n"
+    grid = ({"n": 2}, {"n": 4})
 
-    def __init__(self, task: Task, n: int = 4, verifier: Verifier = "judge", *, temperature: float = 0.7,
-                 budget: Budget = Budget(), program: str | None = None):
-        super().__init__(task, budget=budget, program=program)
-        if not (verifier == "judge" or callable(verifier)):
-            raise ConfigError(f"verifier must be 'judge' or a callable, got {verifier!r}")
-        self.n, self.temperature, self.verifier = n, temperature, verifier
+    def __init__(self, task: Task, **options):
+        super().__init__(task, **options)
         self.solve = dspy.ChainOfThought(task.solve)
         self.judge = dspy.Predict(task.judge)
 
@@ -41,14 +49,14 @@ class BestOfN(SearchStrategy):
 
     def settings(self) -> dict:
         name = self.verifier if isinstance(self.verifier, str) else getattr(self.verifier, "__name__", "callable")
-        return {**super().settings(), "n": self.n, "temperature": self.temperature, "verifier": name}
+        return {**super().settings(), "verifier": name}
 
     async def search(self, run: SearchRun) -> None:
         root = run.trace.add_node(text=run.question, status="expanded")
         call = await predict(self.solve, n=self.n, temperature=self.temperature, question=run.question)
         run.trace.update(root, **call.node_attrs())
         if call.error:
-            run.extra["error"] = call.error
+            run.error = call.error
             return
         samples = call.completions
         nodes = [run.trace.add_node(text=c.reasoning, parent=root, status="proposed", action=f"sample {i}",
@@ -60,7 +68,7 @@ class BestOfN(SearchStrategy):
         for node, c, score in zip(nodes, samples, scores):
             run.trace.update(node, status="terminal", score=score)
             run.offer(c.answer, score, node, c.reasoning)
-        run.extra["scores"] = scores
+        run.scores = scores
 
     async def _scores(self, question: str, samples: list, nodes: list[str], run: SearchRun) -> list[float]:
         if callable(self.verifier):

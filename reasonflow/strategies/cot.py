@@ -8,39 +8,46 @@ completion, or a non-finite number as the answer (``nan``, ``1e309``), gives ``a
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Optional
+
 import dspy
 
-from reasonflow.config import Budget
+from reasonflow.checking.answers import unusable_reason, usable
+from reasonflow.errors import NoAnswerError, describe
+from reasonflow.options import Options, Temperature
+from reasonflow.registry import register_strategy
 from reasonflow.search import SearchRun, SearchStrategy, Task, predict
 
 
+@dataclass(frozen=True)
+class CoTOptions(Options):
+    temperature: Optional[Temperature] = None  # None: the LM's own
+
+
+@register_strategy
 class ChainOfThought(SearchStrategy):
     name = "cot"
+    Options = CoTOptions
 
-    def __init__(self, task: Task, *, temperature: float | None = None, budget: Budget = Budget(),
-                 program: str | None = None):
-        super().__init__(task, budget=budget, program=program)
-        self.temperature = temperature
+    def __init__(self, task: Task, **options):
+        super().__init__(task, **options)
         self.solve = dspy.ChainOfThought(task.solve)
-
-    def settings(self) -> dict:
-        return {**super().settings(), "temperature": self.temperature}
 
     async def search(self, run: SearchRun) -> None:
         root = run.trace.add_node(text=run.question, status="expanded")
         call = await predict(self.solve, temperature=self.temperature, question=run.question)
         if call.error:
-            run.trace.add_node(text=call.error, parent=root, status="pruned", action="solve", **call.node_attrs())
-            run.extra["error"] = call.error
+            run.trace.add_node(text=describe(call.error), parent=root, status="pruned", action="solve",
+                               **call.node_attrs())
+            run.error = call.error
             return
         pred = call.completions[0]
-        from reasonflow.strategies.sc import unusable_reason, usable
-
         if not usable(pred.answer):
             reason = unusable_reason(pred.answer)
             run.trace.add_node(text=pred.reasoning, parent=root, status="pruned", action="solve",
                                answer=_text(pred.answer), reason=reason, **call.node_attrs())
-            run.extra["error"] = f"no usable answer: {reason}"
+            run.error = NoAnswerError(f"no usable answer: {reason}")
             return
         node = run.trace.add_node(text=pred.reasoning, parent=root, status="terminal", action="solve",
                                   answer=_text(pred.answer), **call.node_attrs())

@@ -15,20 +15,25 @@ only each node's children are proposed and scored concurrently.
 
 from __future__ import annotations
 
-from reasonflow.search import SearchRun, Task
-from reasonflow.search.steps import State, StepSearch
+from dataclasses import dataclass
+
+from reasonflow.options import Share
+from reasonflow.registry import register_strategy
+from reasonflow.search import SearchRun
+from reasonflow.search.steps import State, StepOptions, StepSearch
 
 
+@dataclass(frozen=True)
+class DFSOptions(StepOptions):
+    threshold: Share = 0.5  # children valued below it are pruned; a terminal state at or above it answers
+
+
+@register_strategy
 class DFS(StepSearch):
     name = "dfs"
-
-    def __init__(self, task: Task, *, threshold: float = 0.5, depth: int = 4, **options):
-        """``options``: ``StepSearch``'s (proposals, evaluator, policy, value_scoring, seed, budget...)."""
-        super().__init__(task, max_depth=depth, **options)
-        self.threshold = threshold
-
-    def settings(self) -> dict:
-        return {**super().settings(), "threshold": self.threshold}
+    Options = DFSOptions
+    size_option = "proposals"
+    grid = ({"threshold": 0.25}, {"threshold": 0.5})
 
     async def search(self, run: SearchRun) -> None:
         root = State(run.trace.add_node(text=run.question, status="expanded"), (), value=1.0)

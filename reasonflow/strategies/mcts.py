@@ -16,9 +16,15 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from dataclasses import dataclass
+from typing import Annotated
 
-from reasonflow.search import SearchRun, Task
-from reasonflow.search.steps import State, StepSearch
+from annotated_types import Ge
+
+from reasonflow.options import Count, Limit
+from reasonflow.registry import register_strategy
+from reasonflow.search import SearchRun
+from reasonflow.search.steps import State, StepOptions, StepSearch
 
 
 def uct(parent_visits: int, visits: int, value_sum: float, c: float) -> float:
@@ -35,16 +41,18 @@ def backup(visits: dict, value_sums: dict, path: list[str], value: float) -> Non
         value_sums[node] += value
 
 
+@dataclass(frozen=True)
+class MCTSOptions(StepOptions):
+    iterations: Count = 8
+    c: Annotated[float, Ge(0.0), Limit(100.0)] = 1.0  # UCT exploration constant
+
+
+@register_strategy
 class MCTS(StepSearch):
     name = "mcts"
-
-    def __init__(self, task: Task, *, iterations: int = 8, c: float = 1.0, depth: int = 4, **options):
-        """``options``: ``StepSearch``'s (proposals, evaluator, policy, value_scoring, seed, budget...)."""
-        super().__init__(task, max_depth=depth, **options)
-        self.iterations, self.c = iterations, c
-
-    def settings(self) -> dict:
-        return {**super().settings(), "iterations": self.iterations, "c": self.c}
+    Options = MCTSOptions
+    size_option = "iterations"
+    grid = ({"iterations": 4}, {"iterations": 8})
 
     async def search(self, run: SearchRun) -> None:
         root = State(run.trace.add_node(text=run.question, status="expanded"), ())

@@ -25,17 +25,21 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
+from typing import Annotated
 
 import dspy
 
-from reasonflow.config import DEFAULT_MAX_N, Budget
-from reasonflow.errors import ConfigError, SandboxError
+from reasonflow.checking.answers import unusable_reason, usable
+from reasonflow.errors import ConfigError, NoAnswerError, SandboxError, describe
+from reasonflow.options import Local, Options, Samples, Temperature
+from reasonflow.registry import register_strategy
 from reasonflow.sandbox import (
     DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code, check_limits, require,
 )
-from reasonflow.search import SearchRun, SearchStrategy, Task, predict, tally
+from reasonflow.search import SearchRun, SearchStrategy, Task, predict
 from reasonflow.strategies.cot import _text
-from reasonflow.strategies.sc import check_sampling, unusable_reason, usable, winning
+from reasonflow.strategies.sc import check_sampling, offer_vote
 
 DEFAULT_PROGRAM_MAX_CHARS = 800  # bound on the generated code, so the JSON closes
 MAX_ERROR_CHARS = 300  # per program, in the trace and in ``errors``
@@ -60,40 +64,52 @@ def strip_fences(code: str) -> str:
     return match.group(1) if match else code
 
 
+@dataclass(frozen=True)
+class PoTOptions(Options):
+    k: Samples = 1  # programs, in one n=k request
+    temperature: Temperature = 0.7
+    # Python only: the signature and the sandbox's limits are the caller's (the server's) to set, never a request's
+    signature: Annotated[type, Local] = WriteProgram
+    timeout_s: Annotated[float, Local] = DEFAULT_SANDBOX_TIMEOUT_S
+    cpu_s: Annotated[int, Local] = DEFAULT_SANDBOX_CPU_S
+    memory_mb: Annotated[int, Local] = DEFAULT_SANDBOX_MEMORY_MB
+
+    def __post_init__(self):
+        super().__post_init__()
+        if "code" not in self.signature.output_fields or "question" not in self.signature.input_fields:
+            raise ConfigError(f"signature {self.signature.__name__} needs a `question` input and a `code` output")
+        check_limits(self.timeout_s, self.cpu_s, self.memory_mb)
+        check_sampling(self.k, self.temperature)
+
+
+@register_strategy
 class ProgramOfThought(SearchStrategy):
     name = "pot"
+    Options = PoTOptions
+    size_option = "k"
+    grid = ({"k": 1}, {"k": 4})
+    runs_code = True  # model-written code: the server needs a sandbox for it
 
-    def __init__(self, task: Task, k: int = 1, *, temperature: float = 0.7,
-                 signature: type[dspy.Signature] = WriteProgram, timeout_s: float = DEFAULT_SANDBOX_TIMEOUT_S,
-                 cpu_s: int = DEFAULT_SANDBOX_CPU_S, memory_mb: int = DEFAULT_SANDBOX_MEMORY_MB,
-                 budget: Budget = Budget(), program: str | None = None):
-        super().__init__(task, budget=budget, program=program)
-        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= DEFAULT_MAX_N:
-            raise ConfigError(f"k must be an int in 1..{DEFAULT_MAX_N} (DEFAULT_MAX_N), got {k!r}")
-        if "code" not in signature.output_fields or "question" not in signature.input_fields:
-            raise ConfigError(f"signature {signature.__name__} needs a `question` input and a `code` output")
-        check_limits(timeout_s, cpu_s, memory_mb)
-        check_sampling(k, temperature)
-        self.k, self.temperature = k, temperature
-        self.limits = {"timeout_s": timeout_s, "cpu_s": cpu_s, "memory_mb": memory_mb}
-        self.write = dspy.Predict(signature)
+    def __init__(self, task: Task, **options):
+        super().__init__(task, **options)
+        self.limits = {"timeout_s": self.timeout_s, "cpu_s": self.cpu_s, "memory_mb": self.memory_mb}
+        self.write = dspy.Predict(self.signature)
 
     def width(self) -> int:
         return self.k
 
     def settings(self) -> dict:
-        return {**super().settings(), "k": self.k, "temperature": self.temperature, **self.limits}
+        return {**super().settings(), "signature": self.signature.__name__}
 
     async def search(self, run: SearchRun) -> None:
-        check_sampling(self.k, self.temperature)  # a compiled copy may have had k or temperature set
         require()  # SandboxUnavailable now, before the LM writes programs that could not run
         root = run.trace.add_node(text=run.question, status="expanded")
         temperature = self.temperature if self.k > 1 else None
         call = await predict(self.write, n=self.k, temperature=temperature, question=run.question)
         run.trace.update(root, **call.node_attrs())  # one request wrote every program: its usage sits on the root
         if call.error:
-            run.trace.update(root, status="pruned", text=f"{run.question}\n\n{call.error}")
-            run.extra.update(error=call.error, votes=[], samples=[], errors=[], failed=0, programs=[])
+            run.trace.update(root, status="pruned", text=f"{run.question}\n\n{describe(call.error)}")
+            run.error, run.votes, run.samples, run.sample_errors, run.programs = call.error, [], [None] * self.k, [], []
             return
         programs = [strip_fences(str(c.code or "")) for c in call.completions]
         outcomes = await asyncio.gather(*(self.execute(p) for p in programs))
@@ -101,16 +117,10 @@ class ProgramOfThought(SearchStrategy):
         nodes = [run.trace.add_node(text=p, parent=root, status="pruned" if e else "terminal", action=f"program {i}",
                                     answer=_text(a), **({"reason": e} if e else {}))
                  for i, (p, a, e) in enumerate(zip(programs, answers, errors))]
-        result = tally(self.task, answers)
-        run.extra.update(votes=[[a, n] for a, n in result.counts], samples=answers, errors=errors,
-                         failed=sum(e is not None for e in errors), programs=programs)
-        if result.answer is None:
-            run.extra["error"] = f"no program produced an answer ({run.extra['failed']} of {len(programs)} failed)"
-            return
-        winners = winning(self.task, answers, result.answer)
-        for i in winners:
-            run.trace.update(nodes[i], status="selected", score=result.share)
-        run.offer(result.answer, result.share, nodes[winners[0]], programs[winners[0]])
+        run.sample_errors, run.programs = errors, programs
+        failed = sum(e is not None for e in errors)
+        offer_vote(run, self.task, answers, nodes, programs,
+                   lambda: NoAnswerError(f"no program produced an answer ({failed} of {len(programs)} failed)"))
 
     async def execute(self, code: str) -> tuple[object, str | None]:
         """Run one program: (its answer, None), or (None, the sandbox error) when it failed."""

@@ -14,57 +14,72 @@ than k usable samples (a truncated or unparseable choice is dropped) the vote ru
 
 from __future__ import annotations
 
-import math
-from decimal import Decimal
+from dataclasses import dataclass
 
 import dspy
 
-from reasonflow.config import Budget
-from reasonflow.errors import ConfigError
+from reasonflow.checking.answers import present, unusable_reason, usable
+from reasonflow.errors import ConfigError, NoAnswerError, describe
+from reasonflow.options import Options, Samples, Temperature
+from reasonflow.registry import register_strategy
 from reasonflow.search import SearchRun, SearchStrategy, Task, predict, tally
 from reasonflow.strategies.cot import _text
 
 
+@dataclass(frozen=True)
+class SCOptions(Options):
+    k: Samples = 8  # sampled chains, in one n=k request
+    temperature: Temperature = 0.7
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_sampling(self.k, self.temperature)
+
+
+@register_strategy
 class SelfConsistency(SearchStrategy):
     name = "sc"
+    Options = SCOptions
+    size_option = "k"
+    grid = ({"k": 1}, {"k": 4}, {"k": 8})
 
-    def __init__(self, task: Task, k: int = 8, *, temperature: float = 0.7, budget: Budget = Budget(),
-                 program: str | None = None):
-        super().__init__(task, budget=budget, program=program)
-        check_sampling(k, temperature)
-        self.k, self.temperature = k, temperature
+    def __init__(self, task: Task, **options):
+        super().__init__(task, **options)
         self.solve = dspy.ChainOfThought(task.solve)
 
     def width(self) -> int:
         return self.k
 
-    def settings(self) -> dict:
-        return {**super().settings(), "k": self.k, "temperature": self.temperature}
-
     async def search(self, run: SearchRun) -> None:
-        check_sampling(self.k, self.temperature)  # a compiled copy may have had k or temperature set
         root = run.trace.add_node(text=run.question, status="expanded")
         call = await predict(self.solve, n=self.k, temperature=self.temperature, question=run.question)
         run.trace.update(root, **call.node_attrs())  # one request made every sample: its usage sits on the root
         if call.error:
-            run.trace.update(root, status="pruned", text=f"{run.question}\n\n{call.error}")
-            run.extra.update(error=call.error, votes=[], samples=[])
+            run.trace.update(root, status="pruned", text=f"{run.question}\n\n{describe(call.error)}")
+            run.error, run.votes, run.samples = call.error, [], [None] * self.k  # k samples, none usable
             return
         answers = [c.answer if usable(c.answer) else None for c in call.completions]
         nodes = [run.trace.add_node(text=c.reasoning, parent=root, action=f"sample {i}", answer=_text(c.answer),
                                     **({"status": "terminal"} if a is not None else
                                        {"status": "pruned", "reason": unusable_reason(c.answer)}))
                  for i, (c, a) in enumerate(zip(call.completions, answers))]
-        result = tally(self.task, answers)
-        run.extra.update(votes=[[a, n] for a, n in result.counts], samples=answers)
-        if result.answer is None:
-            run.extra["error"] = no_answer_error([c.answer for c in call.completions], "sample")
-            return
-        winners = winning(self.task, answers, result.answer)
-        for i in winners:
-            run.trace.update(nodes[i], status="selected", score=result.share)
-        first = winners[0]
-        run.offer(result.answer, result.share, nodes[first], call.completions[first].reasoning)
+        offer_vote(run, self.task, answers, nodes, [c.reasoning for c in call.completions],
+                   lambda: no_answer_error([c.answer for c in call.completions], "sample"))
+
+
+def offer_vote(run: SearchRun, task: Task, answers: list, nodes: list[str], texts: list[str], no_answer) -> None:
+    """How SC and PoT end: vote over the usable ``answers`` (None: left out), record votes and samples,
+    mark the winning cluster selected and offer its first member; with nothing to count, record
+    ``no_answer()`` (a ``NoAnswerError``) instead."""
+    result = tally(task, answers)
+    run.votes, run.samples = list(result.counts), list(answers)
+    if result.answer is None:
+        run.error = no_answer()
+        return
+    winners = winning(task, answers, result.answer)
+    for i in winners:
+        run.trace.update(nodes[i], status="selected", score=result.share)
+    run.offer(result.answer, result.share, nodes[winners[0]], texts[winners[0]])
 
 
 def check_sampling(k: int, temperature: float | None) -> None:
@@ -76,47 +91,18 @@ def check_sampling(k: int, temperature: float | None) -> None:
                           "use k=1 or a temperature > 0")
 
 
-def usable(answer) -> bool:
-    """An answer that can be voted on and returned: present, not blank, and not a non-finite number."""
-    if answer is None or (isinstance(answer, str) and not answer.strip()):
-        return False
-    if isinstance(answer, bool):
-        return True
-    if isinstance(answer, (int, float, Decimal)):
-        try:
-            return math.isfinite(answer)
-        except (OverflowError, ValueError):
-            return False
-    if isinstance(answer, str):
-        try:
-            return math.isfinite(float(answer.strip().replace(",", "")))
-        except ValueError:  # not a number at all: usable as text
-            return True
-    return True
-
-
-def unusable_reason(answer) -> str:
-    if answer is None or (isinstance(answer, str) and not answer.strip()):
-        return "no answer"
-    return f"the answer {str(answer)[:40]!r} is not a finite number"
-
-
-def no_answer_error(answers: list, what: str) -> str:
+def no_answer_error(answers: list, what: str) -> NoAnswerError:
     """The ``error`` of a vote that had nothing to count."""
-    bad = [a for a in answers if a is not None and not (isinstance(a, str) and not a.strip())]
+    bad = [a for a in answers if present(a)]
     if bad:
-        return (f"no usable answer: {len(bad)} of {len(answers)} {what}(s) gave a non-finite number "
-                f"(e.g. {str(bad[0])[:40]!r})")
-    return f"no usable answer among {len(answers)} {what}(s)"
+        return NoAnswerError(f"no usable answer: {len(bad)} of {len(answers)} {what}(s) gave a non-finite number "
+                             f"(e.g. {str(bad[0])[:40]!r})")
+    return NoAnswerError(f"no usable answer among {len(answers)} {what}(s)")
 
 
 def winning(task, answers: list, winner) -> list[int]:
     """Indices of the answers in the winning cluster (never empty when ``winner`` came from them)."""
-    found = [i for i, a in enumerate(answers) if _valid(a) and task.equivalent(a, winner)]
+    found = [i for i, a in enumerate(answers) if present(a) and task.equivalent(a, winner)]
     if not found:  # an equivalence that is not reflexive for this value: fall back to equal text
-        found = [i for i, a in enumerate(answers) if _valid(a) and str(a).strip() == str(winner).strip()]
-    return found or [next(i for i, a in enumerate(answers) if _valid(a))]
-
-
-def _valid(answer) -> bool:
-    return answer is not None and str(answer).strip() != ""
+        found = [i for i, a in enumerate(answers) if present(a) and str(a).strip() == str(winner).strip()]
+    return found or [next(i for i, a in enumerate(answers) if present(a))]

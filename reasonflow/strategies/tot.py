@@ -17,28 +17,29 @@ Not guaranteed: ``selection="sample"`` is seeded (``seed``) but still depends on
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 from typing import Literal
 
-from reasonflow.errors import ConfigError
-from reasonflow.search import SearchRun, Task
-from reasonflow.search.steps import State, StepSearch
+from reasonflow.options import Count, Depth
+from reasonflow.registry import register_strategy
+from reasonflow.search import SearchRun
+from reasonflow.search.steps import State, StepOptions, StepSearch
 
 
+@dataclass(frozen=True)
+class ToTOptions(StepOptions):
+    breadth: Count = 5  # states kept per depth
+    depth: Depth = 3
+    selection: Literal["greedy", "sample"] = "greedy"
+    mode: Literal["bfs", "beam"] = "bfs"
+
+
+@register_strategy
 class TreeOfThought(StepSearch):
     name = "tot"
-
-    def __init__(self, task: Task, *, breadth: int = 5, depth: int = 3,
-                 selection: Literal["greedy", "sample"] = "greedy", mode: Literal["bfs", "beam"] = "bfs",
-                 **options):
-        """``options``: ``StepSearch``'s (proposals, evaluator, policy, value_scoring, seed, budget...)."""
-        super().__init__(task, max_depth=depth, **options)
-        if selection not in ("greedy", "sample") or mode not in ("bfs", "beam") or breadth < 1:
-            raise ConfigError("selection must be greedy|sample, mode bfs|beam, breadth >= 1")
-        self.breadth, self.selection, self.mode = breadth, selection, mode
-
-    def settings(self) -> dict:
-        return {**super().settings(), "breadth": self.breadth, "depth": self.max_depth,
-                "selection": self.selection, "mode": self.mode}
+    Options = ToTOptions
+    size_option = "breadth"
+    grid = ({"breadth": 2}, {"breadth": 3})
 
     def width(self) -> int:
         return self.breadth * self.proposals
