@@ -3,7 +3,7 @@
 ``evaluate(model, tokenizer, dev, adapter)`` scores the model in-process, with no engine: for each
 dev question (GSM8K train rows of the dev slice, never trained on; see ``recipe.DEV_ROWS``) it renders
 the ``gsm8k.pot`` prompt exactly as inference does (the adapter's prompt format), generates greedily
-(``DEV_MAX_NEW_TOKENS``, batches of ``DEV_BATCH``), reads the ``code`` field of the JSON, runs it in
+(``DEV_MAX_NEW_TOKENS``, batches of ``DEV_BATCH``, stopping where the JSON closes), reads the ``code`` field of the JSON, runs it in
 ``reasonflow.sandbox`` and checks the answer with the number checker. ``CurveCallback`` does that at
 step 0 and every ``LoRAConfig.snapshot_steps`` steps and at the end of training, and keeps the points
 in ``learning_curve.json`` (kept across resumes) and ``learning_curve.png`` beside ``loss.png``.
@@ -24,7 +24,8 @@ from reasonflow.checking import check
 from reasonflow.finetune.data import SFTExample, prompt_messages
 
 DEV_BATCH = 16  # dev questions generated at once
-DEV_MAX_NEW_TOKENS = 256  # a compact PoT program is well under this (the code field holds 800 chars)
+DEV_MAX_NEW_TOKENS = 192  # a gold program in compact JSON is 20-120 tokens (the code field holds 800 chars)
+STOP = '"}'  # the end of the one-field JSON object: generation stops there
 CURVE_FILE = "learning_curve.json"
 
 
@@ -77,6 +78,7 @@ def generate(model, tokenizer, dev: list[SFTExample], adapter=None) -> list[str]
                 batch = tokenizer(texts[i:i + DEV_BATCH], return_tensors="pt", padding=True,
                                   add_special_tokens=False).to(model.device)
                 ids = model.generate(**batch, max_new_tokens=DEV_MAX_NEW_TOKENS, do_sample=False,
+                                     stop_strings=[STOP], tokenizer=tokenizer,
                                      pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
                 out += tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
     finally:
