@@ -7,8 +7,8 @@ answer, which is then exact again. Per gold example it tries up to ``multiplier 
 TRIES_PER_VARIANT`` draws and keeps at most ``multiplier`` distinct variants.
 
 What is perturbed: a number of the question that the program uses as a literal, except 0, 1, the
-unit constants (``UNIT_CONSTANTS``: 2, 7, 12, 24, 60, 100 may be halves, weeks, dozens, days, hours
-or percent) and years (1900-2100); every other number stays as written, so a number the program
+unit constants (``UNIT_CONSTANTS``: 2, 7, 12, 24, 52, 60, 100, 365 may be halves, weeks, dozens,
+days, weeks a year, hours, percent or days a year) and years (1900-2100); every other number stays as written, so a number the program
 reads in another form ("20%" as 0.2) keeps the question and the program consistent. A new value
 keeps the original's granularity (40 -> a multiple of 10, 2.5 -> one decimal place) and lies in
 [original / 2, original * 2] (at least 3 choices); a percentage stays at most 100.
@@ -44,7 +44,7 @@ MAX_MULTIPLIER = 16  # variants per gold example
 TRIES_PER_VARIANT = 4  # draws per wanted variant before giving up on an example
 MAX_ANSWER_SCALE = 20.0  # a variant's answer stays within 1/20x..20x of the original's magnitude
 MAX_ANSWER_DECIMALS = 2  # a fractional answer (money) keeps at most this many decimal places
-UNIT_CONSTANTS = frozenset({2, 7, 12, 24, 60, 100})  # as programs.gsm8k.UNIT_CONSTANTS: never perturbed
+UNIT_CONSTANTS = frozenset({1, 2, 7, 12, 24, 52, 60, 100, 365})  # programs.gsm8k.UNIT_CONSTANTS: never perturbed
 YEARS = (1900, 2100)
 
 # A plain number: not part of a word, a time (3:30), a date or a fraction (1/2), no sign.

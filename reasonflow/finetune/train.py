@@ -274,9 +274,10 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
     checkpoint = _resume_point(out) if resume else None
     if not resume:
         shutil.rmtree(out / SNAPSHOTS, ignore_errors=True)
-    callbacks = []
+    callbacks, snapshot = [], None
     if config.snapshot_steps:
-        callbacks.append(_snapshot_callback(out, config, base, prompt_format))
+        snapshot = _snapshot_callback(out, config, base, prompt_format)
+        callbacks.append(snapshot)
     if dev:
         from reasonflow.finetune import curve
         from transformers import AutoTokenizer
@@ -285,6 +286,8 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
                                               adapter, config.snapshot_steps, resumed=checkpoint is not None,
                                               title=f"LoRA r={config.rank} on {base['name']}: GSM8K train dev slice"))
     trainer, limit = build_trainer(rows, out, model_dir, config, init_adapter, progress, callbacks)
+    if snapshot is not None:
+        snapshot.trainer = trainer
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.time() - started
@@ -334,11 +337,13 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
 def _snapshot_callback(out: Path, config: LoRAConfig, base: dict, prompt_format: str):
     """A TrainerCallback that writes ``snapshots/step-N`` every ``snapshot_steps`` steps: the adapter
     in bf16 with a portable config and a manifest of its own (servable, mergeable), and what a resume
-    needs besides the optimizer (trainer state, learning-rate schedule)."""
+    needs besides the optimizer (trainer state, learning-rate schedule, RNG state)."""
     import torch
     from transformers import TrainerCallback
 
     class Snapshot(TrainerCallback):
+        trainer = None  # set once the trainer exists: its RNG state goes into the snapshot
+
         def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
             if state.global_step % config.snapshot_steps:
                 return control
@@ -350,6 +355,8 @@ def _snapshot_callback(out: Path, config: LoRAConfig, base: dict, prompt_format:
             state.save_to_json(str(where / STATE_FILE))
             if lr_scheduler is not None:
                 torch.save(lr_scheduler.state_dict(), where / SCHEDULER_FILE)
+            if self.trainer is not None:  # the data order of later epochs draws from these
+                self.trainer._save_rng_state(str(where))
             manifest = {"version": ADAPTER_MANIFEST_VERSION, "name": f"{out.name}-step-{state.global_step}",
                         "snapshot_of": out.name, "base_model": base, "prompt_format": prompt_format,
                         "hyperparameters": asdict(config),
