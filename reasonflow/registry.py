@@ -22,7 +22,7 @@ import dspy
 from reasonflow.errors import ConfigError
 
 # The option that ``@N`` sets, by strategy.
-SIZE_OPTION = {"sc": "k", "bon": "n", "tot": "breadth", "mcts": "iterations", "dfs": "proposals", "pot": "k"}
+SIZE_OPTION = {"sc": "k", "bon": "n", "tot": "breadth", "mcts": "iterations", "dfs": "proposals", "pot": "k", "bpot": "k"}
 
 
 @dataclass(frozen=True)

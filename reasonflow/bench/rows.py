@@ -184,6 +184,10 @@ def finish(name: str, program, index: int, example, outcome: Outcome, out: Path,
     if isinstance(k, int):  # a sampling program (SC): pass@k over its samples
         samples = list(getattr(pred, "samples", None) or [])
         row.update(k=k, samples=_plain(samples), samples_correct=sum(_correct(kind, s, gold) for s in samples))
+    selections = getattr(pred, "selections", None)
+    if isinstance(selections, dict):  # several selection rules over the same samples (PoT@k)
+        row["selections"] = {rule: _plain(a) for rule, a in selections.items()}
+        row["selections_correct"] = {rule: error is None and _correct(kind, a, gold) for rule, a in selections.items()}
     trace = getattr(pred, "trace", None)
     if not hasattr(trace, "save"):  # the program raised or kept no trace: record what happened
         note = row["error_message"] or error or f"answer {row['prediction']!r} (the program kept no trace)"

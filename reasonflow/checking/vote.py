@@ -1,7 +1,9 @@
 """Majority voting over sampled answers, with a pluggable equivalence (self-consistency's vote).
 
 What it does: ``majority_vote(["18", "18.0", "20"], numeric_equivalent)`` groups equivalent answers
-into clusters and returns the largest, with every cluster's size.
+into clusters and returns the largest, with every cluster's size. ``weighted_vote(answers, weights)``
+is the same clustering with each answer counted by its weight (e.g. the model's own confidence in
+the sample that gave it), so the heaviest cluster wins.
 
 How to run: a pure function over a list; it neither mutates its input nor keeps state.
 
@@ -73,3 +75,33 @@ def majority_vote(answers: list, equivalent: Callable[[Any, Any], bool] = exact_
         if size > sizes[best]:  # strictly larger: an equal, later cluster never displaces the earlier
             best = index
     return VoteResult(answer=members[best], counts=counts, total=sum(sizes))
+
+
+def weighted_vote(answers: list, weights: list, equivalent: Callable[[Any, Any], bool] = exact_equivalent) -> VoteResult:
+    """The answer whose cluster (as in ``majority_vote``) has the largest total weight.
+
+    ``weights[i]`` weighs ``answers[i]``; a weight that is None, negative or not finite counts as 1.0,
+    so with no usable weights this is the majority vote. ``counts`` holds (first member, total weight)
+    and ``total`` the weight of every valid answer. Tie-break: among clusters of equal weight, the one
+    whose first member appears earliest wins.
+    """
+    if len(weights) != len(answers):
+        raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
+    members: list[Any] = []
+    sizes: list[float] = []
+    for answer, weight in zip(answers, weights):
+        if not _valid(answer):
+            continue
+        weight = 1.0 if not isinstance(weight, (int, float)) or not 0 <= weight < float("inf") else float(weight)
+        answer = answer.strip() if isinstance(answer, str) else answer
+        for index, first in enumerate(members):
+            if equivalent(answer, first):
+                sizes[index] += weight
+                break
+        else:
+            members.append(answer)
+            sizes.append(weight)
+    if not members:
+        return VoteResult(answer=None, counts=[], total=0)
+    best = max(range(len(sizes)), key=lambda i: (sizes[i], -i))
+    return VoteResult(answer=members[best], counts=list(zip(members, sizes)), total=sum(sizes))

@@ -27,7 +27,7 @@ from reasonflow.serve.schemas import OPTION_ATTRS, SolveOptions, check_options
 
 # LM settings (applied through dspy.context) and the server's deadline: not the program's
 PROGRAM_OPTIONS_EXCLUDED = ("max_tokens", "deadline_s")
-CODE_STRATEGIES = frozenset({"pot"})  # strategies that run model-written code in reasonflow.sandbox
+CODE_STRATEGIES = frozenset({"pot", "bpot"})  # strategies that run model-written code in reasonflow.sandbox
 
 
 @dataclass

@@ -6,7 +6,13 @@
     vote:    majority over the *executed* answers by the task's equivalence; failed runs are left
              out and counted (tie-break: the cluster whose first member came first, as in SC)
 
-With k > 1 this is PoT composed with self-consistency (``gsm8k.pot@8``). Returns ``answer``,
+With k > 1 this is PoT composed with self-consistency (``gsm8k.pot@8``). The request then asks for
+token logprobs, and ``selections`` reports two rules over the same samples: ``majority`` (the
+default answer) and ``logprob`` (``checking.weighted_vote``, each answer weighted by its program's
+``search.task.sequence_confidence``; with no logprobs it is the majority); ``select="logprob"``
+answers with the second. A task with a ``step_pattern`` bounds the programs: the request carries
+the pattern (``search.actions.step_format``, guided decoding) and a program that does not match it
+is refused before it runs (``OutOfGrammar``). Returns ``answer``,
 ``reasoning`` (the winning program), ``votes`` ([answer, count] in first-appearance order),
 ``samples`` (each program's executed answer, None where it failed), ``errors`` (each program's
 sandbox error, None where it ran), ``failed`` (how many failed) and ``programs``. The trace is the
@@ -33,12 +39,16 @@ from reasonflow.errors import ConfigError, SandboxError
 from reasonflow.sandbox import (
     DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code, check_limits, require,
 )
+from reasonflow.checking.vote import weighted_vote
 from reasonflow.search import SearchRun, SearchStrategy, Task, predict, tally
+from reasonflow.search.actions import step_format
+from reasonflow.search.task import sequence_confidence
 from reasonflow.strategies.cot import _text
 from reasonflow.strategies.sc import check_sampling, unusable_reason, usable, winning
 
 DEFAULT_PROGRAM_MAX_CHARS = 800  # bound on the generated code, so the JSON closes
 MAX_ERROR_CHARS = 300  # per program, in the trace and in ``errors``
+SELECTIONS = ("majority", "logprob")  # rules for choosing among k executed answers
 
 
 class WriteProgram(dspy.Signature):
@@ -66,8 +76,11 @@ class ProgramOfThought(SearchStrategy):
     def __init__(self, task: Task, k: int = 1, *, temperature: float = 0.7,
                  signature: type[dspy.Signature] = WriteProgram, timeout_s: float = DEFAULT_SANDBOX_TIMEOUT_S,
                  cpu_s: int = DEFAULT_SANDBOX_CPU_S, memory_mb: int = DEFAULT_SANDBOX_MEMORY_MB,
-                 budget: Budget = Budget(), program: str | None = None):
+                 budget: Budget = Budget(), program: str | None = None, select: str = "majority"):
         super().__init__(task, budget=budget, program=program)
+        if select not in SELECTIONS:
+            raise ConfigError(f"select must be one of {SELECTIONS}, got {select!r}")
+        self.select = select
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= DEFAULT_MAX_N:
             raise ConfigError(f"k must be an int in 1..{DEFAULT_MAX_N} (DEFAULT_MAX_N), got {k!r}")
         if "code" not in signature.output_fields or "question" not in signature.input_fields:
@@ -82,21 +95,26 @@ class ProgramOfThought(SearchStrategy):
         return self.k
 
     def settings(self) -> dict:
-        return {**super().settings(), "k": self.k, "temperature": self.temperature, **self.limits}
+        return {**super().settings(), "k": self.k, "temperature": self.temperature, "select": self.select, **self.limits}
 
     async def search(self, run: SearchRun) -> None:
         check_sampling(self.k, self.temperature)  # a compiled copy may have had k or temperature set
         require()  # SandboxUnavailable now, before the LM writes programs that could not run
         root = run.trace.add_node(text=run.question, status="expanded")
         temperature = self.temperature if self.k > 1 else None
-        call = await predict(self.write, n=self.k, temperature=temperature, question=run.question)
+        grammar = step_format(self.task, self.write.signature, run.question, [])  # None: free code
+        lm_kwargs = {**({"response_format": grammar} if grammar else {}), **({"logprobs": True} if self.k > 1 else {})}
+        call = await predict(self.write, n=self.k, temperature=temperature, lm_kwargs=lm_kwargs or None,
+                             question=run.question)
         run.trace.update(root, **call.node_attrs())  # one request wrote every program: its usage sits on the root
         if call.error:
             run.trace.update(root, status="pruned", text=f"{run.question}\n\n{call.error}")
             run.extra.update(error=call.error, votes=[], samples=[], errors=[], failed=0, programs=[])
             return
         programs = [strip_fences(str(c.code or "")) for c in call.completions]
-        outcomes = await asyncio.gather(*(self.execute(p) for p in programs))
+        pattern = self.task.step_pattern(run.question, []) if self.task.step_pattern else None
+        outcomes = await asyncio.gather(*(self.execute(p) if pattern is None or re.fullmatch(pattern, p)
+                                          else _out_of_grammar() for p in programs))
         answers, errors = [a for a, _ in outcomes], [e for _, e in outcomes]
         nodes = [run.trace.add_node(text=p, parent=root, status="pruned" if e else "terminal", action=f"program {i}",
                                     answer=_text(a), **({"reason": e} if e else {}))
@@ -104,6 +122,13 @@ class ProgramOfThought(SearchStrategy):
         result = tally(self.task, answers)
         run.extra.update(votes=[[a, n] for a, n in result.counts], samples=answers, errors=errors,
                          failed=sum(e is not None for e in errors), programs=programs)
+        if self.k > 1:
+            confidences = [sequence_confidence(getattr(c, "logprobs", None)) for c in call.completions]
+            weighted = weighted_vote(answers, confidences, self.task.equivalent)
+            run.extra.update(selections={"majority": result.answer, "logprob": weighted.answer},
+                             confidences=[None if c is None else round(c, 6) for c in confidences])
+            if self.select == "logprob" and weighted.answer is not None:
+                result = weighted
         if result.answer is None:
             run.extra["error"] = f"no program produced an answer ({run.extra['failed']} of {len(programs)} failed)"
             return
@@ -124,3 +149,7 @@ class ProgramOfThought(SearchStrategy):
         if not usable(result.answer):
             return None, f"SandboxNoAnswer: {unusable_reason(result.answer)}"[:MAX_ERROR_CHARS]
         return result.answer, None
+
+
+async def _out_of_grammar() -> tuple[None, str]:
+    return None, "OutOfGrammar: the program does not match the task's step pattern"
