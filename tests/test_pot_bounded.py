@@ -102,3 +102,28 @@ def test_free_pot_sends_no_grammar_and_pot_bounded_is_bpot():
         refused = get_program("gsm8k.pot", bounded=True)(question=QUESTION)
     assert free.answer == 99 and "pattern" not in str(lm.calls[0].kwargs.get("response_format"))
     assert refused.answer is None and refused.errors[0].startswith("OutOfGrammar")
+
+
+def test_the_grammar_compiles_in_vllms_guided_decoding_backend_and_enforces_the_bound():
+    """xgrammar (vLLM's structured-output backend) takes the request's schema as sent, and its matcher
+    accepts the bounded program's JSON and refuses a self-reference and a foreign literal mid-string."""
+    import json
+
+    xgr = pytest.importorskip("xgrammar")
+    from transformers import AutoTokenizer
+
+    from programs.gsm8k import GSM8K_BOUNDED
+    from reasonflow.finetune.train import base_model_info
+    from reasonflow.search.actions import step_format
+    from reasonflow.strategies.pot import WriteProgram
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_info("smollm2-135m")[0])
+    compiler = xgr.GrammarCompiler(xgr.TokenizerInfo.from_huggingface(tokenizer))
+    schema = step_format(GSM8K_BOUNDED, WriteProgram, QUESTION, [])["json_schema"]["schema"]
+    grammar = compiler.compile_json_schema(json.dumps(schema), strict_mode=True)
+
+    def accepts(code: str) -> bool:
+        return xgr.GrammarMatcher(grammar).accept_string(json.dumps({"code": code}, separators=(",", ":")))
+
+    assert accepts("n1 = 48/2; n2 = 48+n1; answer = n2")
+    assert not accepts("n1 = 48/2; n2 = 20+n1+n2; answer = n2") and not accepts("answer = 48*13")
