@@ -7,6 +7,7 @@
     reasonflow run gsm8k.tot --question "..." [--base-url URL] [--trace-out DIR]
     reasonflow trace show trace.json  |  reasonflow trace html trace.json -o trace.html
     reasonflow finetune --out programs/adapters/NAME [--gold pot=640 --gold cot=160] [--search gsm8k.pot@8=200]
+    reasonflow finetune --out DIR --gold pot=all --augment 2 --epochs 2 --prompt-format compact --dev 50 --snapshot-steps 250
     reasonflow merge programs/adapters/NAME --out DIR   # then: reasonflow engine up --model DIR
 
 Each subcommand is a thin layer over the library; errors from reasonflow print as one line
