@@ -7,6 +7,7 @@
     reasonflow run gsm8k.tot --question "..." [--base-url URL] [--trace-out DIR]
     reasonflow trace show trace.json  |  reasonflow trace html trace.json -o trace.html
     reasonflow finetune --out programs/adapters/NAME [--gold pot=640 --gold cot=160] [--search gsm8k.pot@8=200]
+    reasonflow finetune --out DIR --gold pot=all --augment 2 --epochs 2 --prompt-format compact --dev 50 --snapshot-steps 250
     reasonflow merge programs/adapters/NAME --out DIR   # then: reasonflow engine up --model DIR
 
 Each subcommand is a thin layer over the library; errors from reasonflow print as one line
@@ -124,6 +125,14 @@ def _count_pairs(values: list[str] | None, flag: str) -> tuple[tuple[str, int], 
     return tuple(pairs)
 
 
+def _gold_pairs(values: list[str]) -> tuple:
+    """``--gold pot=600`` or ``--gold pot=all`` (every train row that converts)."""
+    from reasonflow.finetune.recipe import ALL
+
+    return tuple((v.partition("=")[0], ALL) if v.partition("=")[2] == ALL else _count_pairs([v], "--gold")[0]
+                 for v in values)
+
+
 def cmd_finetune(args) -> int:
     import json
 
@@ -131,13 +140,14 @@ def cmd_finetune(args) -> int:
 
     lora = LoRAConfig(rank=args.rank, alpha=args.alpha, learning_rate=args.lr, epochs=args.epochs,
                       max_steps=args.max_steps, batch_size=args.batch_size, max_length=args.max_length,
-                      seed=args.seed, max_minutes=args.max_minutes, device=args.device)
-    gold = _count_pairs(args.gold, "--gold") if args.gold is not None else (Recipe.gold if not args.search else ())
+                      seed=args.seed, max_minutes=args.max_minutes, device=args.device, save_steps=args.save_steps,
+                      snapshot_steps=args.snapshot_steps)
+    gold = _gold_pairs(args.gold) if args.gold is not None else (Recipe.gold if not args.search else ())
     if args.gold is None and not args.search and args.task == "game24":
         gold = (("exact", 900),)
     recipe = Recipe(gold=gold, search=_count_pairs(args.search, "--search"), search_offset=args.search_offset,
                     gold_offset=args.gold_offset, seed=args.seed, data_dir=args.data_dir, lora=lora,
-                    task=args.task, prompt_format=args.prompt_format)
+                    task=args.task, prompt_format=args.prompt_format, augment=args.augment, dev_questions=args.dev)
     manifest = finetune(args.out, recipe, base_url=args.base_url, model=args.model,
                         init_adapter=args.init_adapter, resume=not args.no_resume)
     training = manifest["training"]
@@ -145,6 +155,10 @@ def cmd_finetune(args) -> int:
     print(f"steps {training['steps']}/{training['max_steps']} in {training['seconds']:.0f}s, "
           f"loss {training['loss_first']} -> {training['final_loss']}"
           + (" (stopped by --max-minutes)" if training["stopped_by_time_limit"] else ""))
+    if manifest.get("learning_curve"):
+        last = manifest["learning_curve"][-1]
+        print(f"dev accuracy {last['correct']}/{last['questions']} at {last['tokens']} training tokens "
+              f"({len(manifest['learning_curve'])} points: learning_curve.png)")
     print(f"wrote {args.out} (serve it: reasonflow engine up --lora NAME={args.out})")
     return 0
 
@@ -220,8 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--prompt-format", choices=["json", "compact"],
                     help="prompt the adapter is trained on and called with (default: compact for game24, json for gsm8k)")
     ft.add_argument("--gold", action="append", metavar="FORMAT=N",
-                    help="N GSM8K train gold solutions in FORMAT (pot or cot), or for game24 exact=N train "
-                         "puzzles; repeatable (default: pot=256, game24 exact=900, unless --search is given)")
+                    help="N GSM8K train gold solutions in FORMAT (pot or cot; N=all: every train row that "
+                         "converts, the dev slice excepted), or for game24 exact=N train puzzles; repeatable "
+                         "(default: pot=256, game24 exact=900, unless --search is given)")
+    ft.add_argument("--augment", type=int, default=0, metavar="M",
+                    help="add up to M number-perturbed variants of every gold PoT example (GSM-Symbolic style)")
+    ft.add_argument("--dev", type=int, default=0, metavar="N",
+                    help="learning curve: dev accuracy on N train rows of the dev slice (never trained on) at "
+                         "step 0, every --snapshot-steps and at the end (learning_curve.png)")
     ft.add_argument("--search", action="append", metavar="PROGRAM=N",
                     help="run PROGRAM over N train questions and keep its correct samples; repeatable")
     ft.add_argument("--search-offset", type=int, default=0, help="first train row (after the seeded shuffle) to search")
@@ -237,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--max-steps", type=int, default=Lora.max_steps, help="> 0 overrides --epochs")
     ft.add_argument("--batch-size", type=int, default=Lora.batch_size)
     ft.add_argument("--max-length", type=int, default=Lora.max_length)
+    ft.add_argument("--save-steps", type=int, default=Lora.save_steps, help="trainer checkpoint interval (resume)")
+    ft.add_argument("--snapshot-steps", type=int, default=Lora.snapshot_steps,
+                    help="> 0: a small adapter snapshot (bf16, resumable without optimizer) every N steps")
     ft.add_argument("--max-minutes", type=float, default=Lora.max_minutes, help="stop training after this long")
     ft.add_argument("--seed", type=int, default=Lora.seed)
     ft.add_argument("--device", default=Lora.device, choices=["cpu", "cuda"])

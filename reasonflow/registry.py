@@ -95,11 +95,14 @@ def _load_sources() -> None:
                     raise
 
 
-def register(name: str, *, kind: str, description: str = ""):
-    """Decorator: register ``factory(**options) -> dspy.Module`` under ``name`` (TASK.STRATEGY)."""
+def register(name: str, *, kind: str, description: str = "", strategy: str | None = None):
+    """Decorator: register ``factory(**options) -> dspy.Module`` under ``name`` (TASK.STRATEGY).
+    ``strategy``: the registered strategy it builds, when the name's part differs (``gsm8k.bpot``
+    is a ``pot``); its ``@N``, options and server rules are that strategy's."""
     task, _, strategy_name = name.partition(".")
     if not task or not strategy_name:
         raise ConfigError(f"program names are TASK.STRATEGY, got {name!r}")
+    strategy_name = strategy or strategy_name
     _load_sources()  # built-ins first, so a user's program of the same name replaces them, not vice versa
 
     def decorate(factory):
@@ -115,7 +118,7 @@ def parse_name(name: str) -> tuple[str, dict]:
     _load_sources()  # the strategies the built-in programs use are registered by then
     rest, _, policy = name.partition(":")
     base, _, size = rest.partition("@")
-    strategy_name = base.partition(".")[2]
+    strategy_name = PROGRAMS[base].strategy if base in PROGRAMS else base.partition(".")[2]
     cls = STRATEGIES.get(strategy_name)
     options: dict = {}
     if policy:

@@ -58,6 +58,8 @@ class Result:
     scores: tuple[float, ...] | None = None  # BestOfN: each sample's verifier score
     sample_errors: tuple[str | None, ...] | None = None  # PoT: each program's sandbox error, None where it ran
     programs: tuple[str, ...] | None = None  # PoT: the programs the model wrote
+    selections: dict | None = None  # PoT@k: {rule: answer} for each selection rule over the same samples
+    confidences: tuple[float | None, ...] | None = None  # PoT@k: each sample's sequence confidence
     usage: dict = field(default_factory=dict)
     trace: Trace | None = field(default=None, compare=False)
 
@@ -80,7 +82,9 @@ class Result:
             fields["error"] = self.error
         if self.votes is not None:
             fields["votes"] = [[a, n] for a, n in self.votes]
-        for name in ("samples", "scores", "programs"):
+        if self.selections is not None:
+            fields["selections"] = dict(self.selections)
+        for name in ("samples", "scores", "programs", "confidences"):
             if getattr(self, name) is not None:
                 fields[name] = list(getattr(self, name))
         if self.sample_errors is not None:

@@ -208,3 +208,76 @@ def test_merged_model_computes_what_base_plus_adapter_computes(cli_adapter, tmp_
     assert (adapted - plain).abs().max() > 1e-3  # the adapter changes the model ...
     assert torch.allclose(merged, adapted, atol=1e-3)  # ... and the merged weights carry exactly that change
     assert main(["merge", str(cli_adapter), "--out", str(out)]) == 2  # never over an existing model
+
+
+def test_a_run_whose_checkpoints_are_gone_resumes_from_its_last_small_snapshot(examples, tmp_path):
+    config = dict(TINY, save_steps=50, snapshot_steps=1)
+    whole = train(examples[:8], tmp_path / "whole", config=LoRAConfig(max_steps=3, **config), progress=False)
+    first = train(examples[:8], tmp_path / "cut", config=LoRAConfig(max_steps=3, max_minutes=1e-6, **config),
+                  progress=False)
+    assert first["training"]["steps"] == 1 and first["snapshots"] == ["snapshots/step-1"]
+    snapshot = tmp_path / "cut" / "snapshots" / "step-1"
+    assert read_manifest(snapshot)["training"]["steps"] == 1  # servable and mergeable on its own
+    assert sum(p.stat().st_size for p in snapshot.iterdir()) < 12e6  # bf16 adapter, no optimizer state
+    import shutil
+
+    shutil.rmtree(tmp_path / "cut" / "checkpoints")  # another machine: only the committed snapshot is left
+    second = train(examples[:8], tmp_path / "cut", config=LoRAConfig(max_steps=3, **config), progress=False)
+    assert second["training"]["resumed_from"] == "snapshots/step-1" and second["training"]["steps"] == 3
+    assert second["training"]["tokens"] == whole["training"]["tokens"] > 0  # the same batches, none twice
+    assert second["snapshots"] == ["snapshots/step-1", "snapshots/step-2", "snapshots/step-3"]
+    import torch
+
+    state = json.loads((tmp_path / "cut" / "snapshots" / "step-2" / "trainer_state.json").read_text())
+    schedule = torch.load(tmp_path / "cut" / "snapshots" / "step-2" / "scheduler.pt", weights_only=True)
+    assert state["global_step"] == 2 and schedule["last_epoch"] == 2  # the schedule carried on, not restarted
+
+
+def test_learning_curve_scores_dev_rows_never_trained_on_against_training_tokens(data_dir, tiny_model_dir, tmp_path,
+                                                                                  monkeypatch):
+    from reasonflow.finetune import curve
+    from reasonflow.finetune.recipe import DEV_ROWS, Recipe, collect_gold, dev_rows, train_rows
+
+    recipe = Recipe(gold=(("pot", 8),), dev_questions=3, data_dir=str(data_dir))
+    rows = train_rows(recipe)
+    dev = dev_rows(recipe, rows)
+    assert [r.id for r in dev] == [r.id for r in rows[-DEV_ROWS:][:3]]
+    gold, _ = collect_gold(recipe, rows)
+    seen = []
+    real = curve.evaluate
+
+    def spy(model, tokenizer, dev_, adapter=None):
+        result = real(model, tokenizer, dev_, adapter)
+        seen.append(result)
+        return result
+
+    monkeypatch.setattr(curve, "evaluate", spy)
+    manifest = train(gold, tmp_path, base_model=str(tiny_model_dir), dev=dev, progress=False,
+                     config=LoRAConfig(max_steps=2, snapshot_steps=1, **TINY), prompt_format="compact")
+    points = manifest["learning_curve"]
+    assert [p["step"] for p in points] == [0, 1, 2] and len(seen) == 3  # step 0, each snapshot; the end is step 2
+    assert points[0]["tokens"] == 0 < points[1]["tokens"] < points[2]["tokens"] == manifest["training"]["tokens"]
+    assert all(p["questions"] == 3 and 0 <= p["accuracy"] <= p["ci95"][1] for p in points)
+    assert (tmp_path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert json.loads((tmp_path / "learning_curve.json").read_text())[-1]["step"] == 2
+
+
+def test_the_dev_slice_is_never_training_data_even_with_the_whole_gold_set(data_dir):
+    from reasonflow.finetune.recipe import DEV_ROWS, Recipe, collect_gold, dev_rows, train_rows
+
+    recipe = Recipe(gold=(("pot", "all"),), dev_questions=DEV_ROWS, data_dir=str(data_dir))
+    rows = train_rows(recipe)
+    gold, report = collect_gold(recipe, rows)
+    dev_ids = {r.id for r in dev_rows(recipe, rows)}
+    assert len(dev_ids) == DEV_ROWS and not dev_ids & {ex.id for ex in gold}
+    assert report["pot"]["rows"] == len(rows) - DEV_ROWS and len(gold) == report["pot"]["conversion"]["pot:ok"]
+    assert len(gold) > 6500  # every PoT conversion of the train split, not a sample
+    with pytest.raises(ConfigError, match="dev"):
+        Recipe(gold=(("pot", 8),), dev_questions=DEV_ROWS + 1)
+
+
+def test_read_code_takes_the_json_code_field_and_refuses_anything_else():
+    from reasonflow.finetune.curve import read_code
+
+    assert read_code('{"code":"n1 = 2+3; answer = n1"}<|im_end|>') == "n1 = 2+3; answer = n1"
+    assert read_code("The answer is 5.") is None and read_code('{"code":""}') is None and read_code('{"code":') is None

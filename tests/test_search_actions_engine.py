@@ -13,7 +13,7 @@ from programs.game24 import actions
 from programs.gsm8k import statement_pattern
 from reasonflow import StructuredAdapter
 from reasonflow.data import load
-from tests.conftest import GAME24_ADAPTER
+from tests.conftest import DEFAULT_ADAPTER, GAME24_ADAPTER
 
 pytestmark = pytest.mark.engine
 
@@ -62,3 +62,18 @@ def test_every_gsm8k_statement_proposal_matches_its_states_grammar(lm, data_dir)
     assert len(found) >= 6
     for steps, step, _ in found:
         assert re.match(statement_pattern(question, steps), step), (steps, step)
+
+
+@pytest.mark.parametrize("model", [None, DEFAULT_ADAPTER])
+def test_every_bounded_program_matches_the_program_grammar_and_none_is_refused(engine, data_dir, model):
+    """xgrammar accepts the whole-program pattern and vLLM enforces it, for the base model and the adapter."""
+    from programs.gsm8k import bounded
+
+    lm = reasonflow.connect(engine.base_url, model, temperature=0.0)
+    program = reasonflow.program("gsm8k.bpot@4")
+    for ex in load("gsm8k", data_dir=data_dir, limit=2):
+        with dspy.context(lm=lm, adapter=StructuredAdapter()):
+            pred = program(question=ex.question)
+        assert len(pred.programs) == 4, getattr(pred, "error", None)
+        assert all(bounded(ex.question, p) for p in pred.programs), pred.programs
+        assert not any(e and e.startswith("OutOfGrammar") for e in pred.errors), pred.errors

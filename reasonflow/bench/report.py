@@ -2,9 +2,12 @@
 
 ``summarise(name, dataset, rows, session, peak)`` gives one results.json entry: accuracy with its 95%
 Wilson interval, errors by type, maj@k / pass@k / pass@1 for sampling programs (rows with ``k``),
-token and call totals over all rows, and this session's wall time, tok/s, utilisation and prefix-cache
-hit rate. ``table(results)`` renders them as markdown; ``plot(results, dataset, path)`` draws one point
-per program (tokens per question against accuracy, with interval bars) using matplotlib's Agg canvas.
+accuracy per selection rule where a program reports several (``selections``: PoT@k's majority and
+logprob-weighted votes over the same samples), token and call totals over all rows, and this
+session's wall time, tok/s, utilisation and prefix-cache hit rate. ``table(results)`` renders them
+as markdown (``selections(results)`` adds a line per program with several selection rules);
+``plot(results, dataset, path)`` draws one point per program (tokens per question against accuracy,
+with interval bars) using matplotlib's Agg canvas.
 
 Not guaranteed: maj@k and pass@k need per-sample answers (``Result.samples``); programs without them
 report null. pass@k counts a question as solved when any of its samples is correct.
@@ -49,6 +52,12 @@ def summarise(name: str, dataset: str, rows: list[dict], session, peak) -> dict:
                        "pass@k": passk["value"], "pass@k_ci95": passk["ci95"],
                        "pass@1": mean([pass_at_k(r["k"], min(r.get("samples_correct") or 0, r["k"]), 1)
                                        for r in sampled])})
+    rules = sorted({rule for r in rows for rule in (r.get("selections_correct") or {})})
+    if rules:  # each selection rule over the same samples, scored over every question (errors count as wrong)
+        result["selections"] = {}
+        for rule in rules:
+            hits = sum(bool((r.get("selections_correct") or {}).get(rule)) for r in rows)
+            result["selections"][rule] = {"correct": hits, **_rate(hits, n)}
     fresh = session.rows if session else []
     wall = session.wall_s if session and fresh else None
     new_completion = sum(r.get("completion_tokens") or 0 for r in fresh)
@@ -115,6 +124,16 @@ def baselines(results: list[dict]) -> str:
         if exact:
             parts.append(f"exact policy (a perfect model) {_pct(exact['accuracy'], exact['ci95'])}")
         lines.append("What the model adds: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def selections(results: list[dict]) -> str:
+    """One line per program that reports several selection rules over the same samples."""
+    lines = []
+    for r in results:
+        if r.get("selections"):
+            rules = "; ".join(f"{rule} {_pct(v['value'], v['ci95'])}" for rule, v in r["selections"].items())
+            lines.append(f"Selection over the same samples, **{r['program']}**: {rules}")
     return "\n".join(lines)
 
 

@@ -167,6 +167,10 @@ def finish(name: str, program, index: int, example, outcome: Outcome, out: Path,
     if result.samples:  # a sampling program (SC, PoT): pass@k over its samples
         row.update(k=len(result.samples), samples=plain(result.samples),
                    samples_correct=sum(_correct(kind, s, gold) for s in result.samples))
+    if result.selections:  # several selection rules over the same samples (PoT@k)
+        row["selections"] = {rule: plain(a) for rule, a in result.selections.items()}
+        row["selections_correct"] = {rule: error is None and _correct(kind, a, gold)
+                                     for rule, a in result.selections.items()}
     rel = Path("traces") / slug(name) / f"{slug(example.id)}.json"
     try:
         result.trace.save(out / rel)

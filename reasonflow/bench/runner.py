@@ -91,8 +91,8 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = report.table(results["results"])
-    bracket = report.baselines(results["results"])
-    table += f"\n\n{bracket}" if bracket else ""
+    for extra in (report.baselines(results["results"]), report.selections(results["results"])):
+        table += f"\n\n{extra}" if extra else ""
     (out / "results.md").write_text(f"# {dataset} ({split}, {len(examples)} questions)\n\n{table}\n")
     report.plot(results["results"], dataset, out / "accuracy_vs_tokens.png")
     return {**results, "table": table}

@@ -3,7 +3,7 @@
 What it does: ``extract_number``/``numbers_equal`` for GSM8K-style numbers, ``extract_boxed`` and
 ``math_equal`` (Math-Verify, bounded by a killable worker process) for MATH-style LaTeX,
 ``game24_check`` for Game of 24 expressions, ``check(kind, pred, gold)`` to pick one by name, and
-``majority_vote`` for self-consistency. Everything except ``math_equal`` is a pure function.
+``majority_vote`` (and ``weighted_vote``) for self-consistency. Everything except ``math_equal`` is a pure function.
 
 How to run::
 
@@ -22,7 +22,7 @@ from reasonflow.checking.game24 import game24_check
 from reasonflow.checking.latex import DEFAULT_CHECK_TIMEOUT_S, extract_boxed, math_equal
 from reasonflow.checking.numeric import extract_number, numbers_equal, numeric_equivalent, regex_only_number
 from reasonflow.checking.registry import CHECKERS, check
-from reasonflow.checking.vote import VoteResult, majority_vote
+from reasonflow.checking.vote import VoteResult, majority_vote, weighted_vote
 
 __all__ = [
     "CHECKERS",
@@ -40,4 +40,5 @@ __all__ = [
     "regex_only_number",
     "unusable_reason",
     "usable",
+    "weighted_vote",
 ]

@@ -1,7 +1,9 @@
 """Majority voting over sampled answers, with a pluggable equivalence (self-consistency's vote).
 
 What it does: ``majority_vote(["18", "18.0", "20"], numeric_equivalent)`` groups equivalent answers
-into clusters and returns the largest, with every cluster's size.
+into clusters and returns the largest, with every cluster's size. ``weighted_vote(answers, weights)``
+is the same clustering with each answer counted by its weight (e.g. the model's own confidence in
+the sample that gave it), so the heaviest cluster wins.
 
 How to run: a pure function over a list; it neither mutates its input nor keeps state.
 
@@ -50,24 +52,39 @@ def majority_vote(answers: list, equivalent: Callable[[Any, Any], bool] = exact_
     ``equivalent(answer, first_member)``, or starts a new cluster.
     Tie-break: among equally large clusters, the one whose first member appears earliest wins.
     """
+    return _vote(answers, [1] * len(answers), equivalent)
+
+
+def weighted_vote(answers: list, weights: list, equivalent: Callable[[Any, Any], bool] = exact_equivalent) -> VoteResult:
+    """The answer whose cluster (as in ``majority_vote``) has the largest total weight.
+
+    ``weights[i]`` weighs ``answers[i]``; a weight that is None, negative or not finite counts as 1.0,
+    so with no usable weights this is the majority vote. ``counts`` holds (first member, total weight)
+    and ``total`` the weight of every valid answer. Tie-break: among clusters of equal weight, the one
+    whose first member appears earliest wins.
+    """
+    if len(weights) != len(answers):
+        raise ValueError(f"{len(answers)} answers but {len(weights)} weights")
+    return _vote(answers, [1.0 if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf")
+                           else float(w) for w in weights], equivalent)
+
+
+def _vote(answers: list, weights: list, equivalent: Callable[[Any, Any], bool]) -> VoteResult:
+    """Cluster the present answers by ``equivalent`` (first appearance order) and pick the heaviest."""
     members: list[Any] = []
-    sizes: list[int] = []
-    for answer in answers:
+    sizes: list = []
+    for answer, weight in zip(answers, weights):
         if not present(answer):
             continue
         answer = answer.strip() if isinstance(answer, str) else answer
         for index, first in enumerate(members):
             if equivalent(answer, first):
-                sizes[index] += 1
+                sizes[index] += weight
                 break
         else:
             members.append(answer)
-            sizes.append(1)
-    counts = list(zip(members, sizes))
-    if not counts:
+            sizes.append(weight)
+    if not members:
         return VoteResult(answer=None, counts=[], total=0)
-    best = 0
-    for index, size in enumerate(sizes):
-        if size > sizes[best]:  # strictly larger: an equal, later cluster never displaces the earlier
-            best = index
-    return VoteResult(answer=members[best], counts=counts, total=sum(sizes))
+    best = max(range(len(sizes)), key=lambda i: (sizes[i], -i))  # equal weight: the earlier cluster
+    return VoteResult(answer=members[best], counts=list(zip(members, sizes)), total=sum(sizes))

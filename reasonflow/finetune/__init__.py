@@ -5,8 +5,9 @@
 
 ``data`` converts and renders examples (prompts identical to inference), ``train`` runs PEFT/TRL
 LoRA into an adapter directory with a manifest, ``recipe`` ties them together with the search
-(rejection sampling) source and round 2 of expert iteration. ``merge`` folds an adapter into the base
-weights for full-speed serving on CPU.
+(rejection sampling) source and round 2 of expert iteration. ``augment`` adds number-perturbed
+variants of gold programs, ``curve`` scores the adapter being trained on the train split's dev slice
+(the learning curve). ``merge`` folds an adapter into the base weights for full-speed serving on CPU.
 """
 
 from reasonflow.finetune.data import FORMATS, SFTExample, gold_examples, render, search_examples

@@ -61,10 +61,11 @@ class SFTExample:
     question: str
     outputs: dict
     inputs: dict | None = None  # the predictor's input fields (default: {"question": question})
+    answer: str | None = None  # the gold answer, where the source has one (gold, augmented variants)
 
     def to_dict(self) -> dict:
         return {"id": self.id, "source": self.source, "format": self.format, "question": self.question,
-                "inputs": self.prompt_inputs(), "outputs": self.outputs}
+                "inputs": self.prompt_inputs(), "outputs": self.outputs, "answer": self.answer}
 
     def prompt_inputs(self) -> dict:
         return self.inputs if self.inputs is not None else {"question": self.question}
@@ -149,7 +150,7 @@ def gold_examples(examples: Iterable, formats: Iterable[str]) -> tuple[list[SFTE
                 why = "too_long"
             counts[f"{fmt}:{why}"] += 1
             if why == "ok":
-                kept.append(SFTExample(ex.id, "gold", fmt, ex.question, outputs))
+                kept.append(SFTExample(ex.id, "gold", fmt, ex.question, outputs, answer=ex.answer))
     return kept, dict(sorted(counts.items()))
 
 
@@ -217,13 +218,19 @@ def _max_chars(fmt: str) -> dict[str, int]:
     return {name: prop["maxLength"] for name, prop in props.items() if "maxLength" in prop}
 
 
+def prompt_messages(example: SFTExample, adapter=None) -> list[dict]:
+    """The [system, user] messages inference sends for ``example`` (``StructuredAdapter()`` by
+    default, ``CompactAdapter()`` for the compact format)."""
+    from reasonflow.adapter import StructuredAdapter
+
+    return (adapter or StructuredAdapter()).format(_signature(example.format), [], example.prompt_inputs())
+
+
 def render(example: SFTExample, adapter=None) -> dict:
     """``{"prompt": [system, user], "completion": [assistant]}`` exactly as inference prompts (with
     ``adapter``: ``StructuredAdapter()`` by default, ``CompactAdapter()`` for the compact format)."""
-    from reasonflow.adapter import StructuredAdapter
-
     signature = _signature(example.format)
-    messages = (adapter or StructuredAdapter()).format(signature, [], example.prompt_inputs())
+    messages = prompt_messages(example, adapter)
     content = json.dumps({name: example.outputs[name] for name in signature.output_fields},
                          ensure_ascii=False, separators=(",", ":"))
     return {"prompt": messages, "completion": [{"role": "assistant", "content": content}]}

@@ -16,9 +16,12 @@ LoRA path decodes about 3x slower, and the search is the long part of a round.
 train puzzles whose solved paths are kept; its prompts are compact by default.
 
 Questions come from the train split in the order of ``seed``'s shuffle: gold takes the rows from
-``gold_offset`` on (skipping the ones a format cannot convert, until it has its count), search takes
-the rows from ``search_offset`` on; round 2 gives both offsets past round 1's rows to see new
-questions. The search runs through the bench (``run_bench``) into ``OUT/search/``, so it is resumable
+``gold_offset`` on (skipping the ones a format cannot convert, until it has its count; ``pot=all``
+takes every row that converts), search takes the rows from ``search_offset`` on; round 2 gives both
+offsets past round 1's rows to see new questions. The last ``DEV_ROWS`` rows of the shuffle are the
+dev slice: never trained on, and the first ``dev_questions`` of them give the learning curve
+(``reasonflow.finetune.curve``). ``augment=M`` adds up to M number-perturbed variants of every gold
+PoT example (``reasonflow.finetune.augment``). The search runs through the bench (``run_bench``) into ``OUT/search/``, so it is resumable
 and its traces stay inspectable.
 """
 
@@ -40,13 +43,15 @@ GOLD_FORMATS = {"gsm8k": tuple(f for f in FORMATS if not f.startswith("g24-")), 
 DEFAULT_GOLD = (("pot", 256),)  # 32 steps of 8 one-line programs: ~20 min on 2 CPU cores without AVX512
 DEFAULT_SEARCH_CONCURRENCY = 8
 GOLD_POOL_FACTOR = 2  # rows read per wanted example (some solutions do not convert)
+ALL = "all"  # a gold count: every row that converts
+DEV_ROWS = 200  # the last rows of the seeded train shuffle: never training data, the learning curve's dev slice
 
 
 @dataclass(frozen=True)
 class Recipe:
     """What to train on. ``gold`` and ``search`` are (format or program, count) pairs."""
 
-    gold: tuple[tuple[str, int], ...] = DEFAULT_GOLD
+    gold: tuple[tuple[str, int | str], ...] = DEFAULT_GOLD  # a count, or ALL
     search: tuple[tuple[str, int], ...] = ()
     search_offset: int = 0
     gold_offset: int = 0
@@ -55,6 +60,8 @@ class Recipe:
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     task: str = "gsm8k"
     prompt_format: str | None = None  # None: compact for game24, json (DSPy's prompt) for gsm8k
+    augment: int = 0  # number-perturbed variants per gold PoT example (0: none)
+    dev_questions: int = 0  # learning curve over this many dev rows (0: no curve), at most DEV_ROWS
 
     def __post_init__(self):
         if self.task not in TASKS:
@@ -63,9 +70,9 @@ class Recipe:
             object.__setattr__(self, "prompt_format", "compact" if self.task == "game24" else "json")
         formats = GOLD_FORMATS[self.task]
         for fmt, count in self.gold:
-            if fmt not in formats or count < 0:
-                raise ConfigError(f"{self.task} gold takes FORMAT=N with FORMAT in {list(formats)} and N >= 0, "
-                                  f"got {fmt}={count}")
+            if fmt not in formats or not (count == ALL and self.task == DATASET or isinstance(count, int) and count >= 0):
+                raise ConfigError(f"{self.task} gold takes FORMAT=N with FORMAT in {list(formats)} and N >= 0 "
+                                  f"(gsm8k also N={ALL}), got {fmt}={count}")
         for program, count in self.search:
             if count < 1 or not program.startswith(f"{self.task}."):
                 raise ConfigError(f"search takes PROGRAM=N with a {self.task} program and N >= 1, got {program}={count}")
@@ -73,6 +80,17 @@ class Recipe:
             raise ConfigError("search_offset and gold_offset must be >= 0")
         if not self.gold and not self.search:
             raise ConfigError("nothing to train on: give gold and/or search data")
+        from reasonflow.finetune.augment import MAX_MULTIPLIER
+
+        if isinstance(self.augment, bool) or not isinstance(self.augment, int) or not 0 <= self.augment <= MAX_MULTIPLIER:
+            raise ConfigError(f"augment takes 0..{MAX_MULTIPLIER} variants per gold example, got {self.augment!r}")
+        if self.augment and (self.task != DATASET or not any(f == "pot" and c for f, c in self.gold)):
+            raise ConfigError("augment perturbs gsm8k gold PoT programs: give --gold pot=N with it")
+        if isinstance(self.dev_questions, bool) or not isinstance(self.dev_questions, int) \
+                or not 0 <= self.dev_questions <= DEV_ROWS:
+            raise ConfigError(f"dev_questions must be an int in 0..{DEV_ROWS} (DEV_ROWS), got {self.dev_questions!r}")
+        if self.dev_questions and self.task != DATASET:
+            raise ConfigError("the learning curve (dev_questions) is for gsm8k PoT")
 
 
 def _format_of(program: str) -> str:
@@ -84,7 +102,19 @@ def _format_of(program: str) -> str:
     return "pot" if base.endswith(".pot") else "cot"
 
 
-def collect_gold(recipe: Recipe) -> tuple[list[SFTExample], dict]:
+def train_rows(recipe: Recipe) -> list:
+    """The GSM8K train split in the order of ``recipe.seed``'s shuffle."""
+    return datasets_.load(DATASET, split="train", data_dir=recipe.data_dir, seed=recipe.seed)
+
+
+def dev_rows(recipe: Recipe, rows: list | None = None) -> list:
+    """The first ``recipe.dev_questions`` rows of the dev slice (the last DEV_ROWS of the shuffle)."""
+    rows = train_rows(recipe) if rows is None else rows
+    return rows[len(rows) - DEV_ROWS:][:recipe.dev_questions]
+
+
+def collect_gold(recipe: Recipe, rows: list | None = None) -> tuple[list[SFTExample], dict]:
+    """The recipe's gold examples (and their augmented variants) with a report for the manifest."""
     kept, report = [], {}
     wanted = {fmt: count for fmt, count in recipe.gold if count}
     if not wanted:
@@ -95,15 +125,25 @@ def collect_gold(recipe: Recipe) -> tuple[list[SFTExample], dict]:
         kept, counts = game24.exact_examples(wanted["exact"], offset=recipe.gold_offset, seed=recipe.seed,
                                              data_dir=recipe.data_dir)
         return kept, {"exact": counts}
-    pool = datasets_.load(DATASET, split="train", data_dir=recipe.data_dir, seed=recipe.seed,
-                          offset=recipe.gold_offset, limit=GOLD_POOL_FACTOR * max(wanted.values()))
+    rows = train_rows(recipe) if rows is None else rows
+    usable = len(rows) - DEV_ROWS  # the dev slice is never training data
+    counts_ = [c for c in wanted.values() if c != ALL]
+    end = usable if ALL in wanted.values() else min(usable, recipe.gold_offset + GOLD_POOL_FACTOR * max(counts_))
+    pool = rows[recipe.gold_offset:end]
     for fmt, count in wanted.items():
         examples, counts = gold_examples(pool, [fmt])
-        kept += examples[:count]
-        report[fmt] = {"wanted": count, "kept": len(examples[:count]), "offset": recipe.gold_offset,
-                       "conversion": counts}
-        if len(examples) < count:
-            raise ConfigError(f"only {len(examples)} {fmt} gold examples convert from {len(pool)} rows; ask for fewer")
+        taken = examples if count == ALL else examples[:count]
+        kept += taken
+        report[fmt] = {"wanted": count, "kept": len(taken), "offset": recipe.gold_offset,
+                       "rows": len(pool), "conversion": counts}
+        if count != ALL and len(examples) < count:
+            raise ConfigError(f"only {len(examples)} {fmt} gold examples convert from {len(pool)} rows "
+                              f"(the last {DEV_ROWS} train rows are the dev slice); ask for fewer")
+    if recipe.augment:
+        from reasonflow.finetune.augment import augment
+
+        variants, report["augment"] = augment(kept, recipe.augment, seed=recipe.seed)
+        kept += variants
     return kept, report
 
 
@@ -155,6 +195,10 @@ def collect_search(recipe: Recipe, out: Path, base_url: str | None = None, model
                 where = {"dataset": "game24", "split": "train", "seed": None}
             else:
                 where = {"dataset": DATASET, "split": "train", "seed": recipe.seed}
+                usable = len(train_rows(recipe)) - DEV_ROWS
+                if recipe.search_offset + count > usable:
+                    raise ConfigError(f"search rows {recipe.search_offset}+{count} reach the dev slice "
+                                      f"(the last {DEV_ROWS} of the {usable + DEV_ROWS} train rows)")
             results = run_bench([program], where["dataset"], split=where["split"], limit=count,
                                 offset=recipe.search_offset, seed=where["seed"], data_dir=recipe.data_dir,
                                 base_url=url, model=served, concurrency=DEFAULT_SEARCH_CONCURRENCY, out_dir=bench_dir,
@@ -176,9 +220,19 @@ def finetune(out_dir: str | Path, recipe: Recipe = Recipe(), *, base_url: str | 
     out = Path(out_dir)
     if init_adapter:
         read_manifest(init_adapter)  # a bad path fails before any search or training
-    gold, gold_report = collect_gold(recipe)
+    rows = train_rows(recipe) if recipe.task == DATASET else None
+    dev = []
+    if recipe.dev_questions:
+        from reasonflow import sandbox
+
+        sandbox.require()  # the curve runs the dev programs: SandboxUnavailable now, not after training
+        dev = dev_rows(recipe, rows)
+    gold, gold_report = collect_gold(recipe, rows)
     found, search_report = collect_search(recipe, out, base_url, model, init_adapter, progress)
     sources = {"dataset": recipe.task, "split": "train" if recipe.task == DATASET else "rows 1-900",
                "seed": recipe.seed, "gold": gold_report, "search": search_report}
+    if dev:
+        sources["dev"] = {"rows": f"last {DEV_ROWS} of the seeded train shuffle", "questions": len(dev),
+                          "ids": [ex.id for ex in dev]}
     return train(gold + found, out, config=recipe.lora, sources=sources, init_adapter=init_adapter,
-                 resume=resume, progress=progress, prompt_format=recipe.prompt_format)
+                 resume=resume, progress=progress, prompt_format=recipe.prompt_format, dev=dev)

@@ -10,10 +10,17 @@ prompt/completion format masks the prompt), and writes into ``out_dir``:
     loss.png, log.json                               the loss curve and the trainer's log
     data.jsonl                                       the rendered training examples with their ids
     checkpoints/                                     trainer checkpoints (removed when finished)
+    snapshots/step-N/                                with ``snapshot_steps``: the adapter at step N (bf16,
+                                                     ~10 MB, servable) and the trainer state to resume
+    learning_curve.json, learning_curve.png          with dev examples: dev accuracy against training
+                                                     tokens (``reasonflow.finetune.curve``)
 
 Training is seeded (model init, data order) and resumable: rerun the same command and it continues
-from the last checkpoint. ``max_minutes`` stops it early (recorded in the manifest) with what it has
-learnt so far.
+from the last checkpoint, or, where the checkpoints are gone (another machine, a fresh clone), from
+the last snapshot, whose Adam moments are not kept (they would triple its size) and start again at
+zero; the step, learning-rate schedule and data order carry on. ``max_minutes`` stops it early
+(recorded in the manifest) with what it has learnt so far. The manifest records the training tokens
+(prompt and completion, padding excluded: the trainer's ``num_input_tokens_seen``).
 
 Speed: the loss runs the LM head (49k-word vocabulary) at the completion positions only
 (``completion_loss``); TRL's own loss scores every position, prompt and padding too, off CUDA. Batches
@@ -40,6 +47,8 @@ from reasonflow.finetune.data import SFTExample, render
 
 ADAPTER_MANIFEST = "reasonflow-adapter.json"
 ADAPTER_MANIFEST_VERSION = 1
+SNAPSHOTS = "snapshots"
+OPTIMIZER_FILE, SCHEDULER_FILE, STATE_FILE = "optimizer.pt", "scheduler.pt", "trainer_state.json"
 DEFAULT_FINETUNE_MAX_MINUTES = 60.0  # the default recipe is sized to finish within this on 2 CPU cores
 LOG_EVERY_STEPS = 5
 MIN_EXAMPLES = 1
@@ -63,6 +72,7 @@ class LoRAConfig:
     seed: int = 0
     max_minutes: float = DEFAULT_FINETUNE_MAX_MINUTES
     save_steps: int = 25
+    snapshot_steps: int = 0  # > 0: a small adapter snapshot (and a learning-curve point) every this many steps
     device: Literal["cpu", "cuda"] = "cpu"
     save_dtype: Literal["bfloat16", "float32"] = "bfloat16"
 
@@ -70,6 +80,8 @@ class LoRAConfig:
         for name in ("rank", "alpha", "learning_rate", "epochs", "batch_size", "grad_accum", "max_length",
                      "max_minutes", "save_steps"):
             _positive(name, getattr(self, name))
+        if isinstance(self.snapshot_steps, bool) or not isinstance(self.snapshot_steps, int) or self.snapshot_steps < 0:
+            raise ConfigError(f"snapshot_steps must be an int >= 0, got {self.snapshot_steps!r}")
         if self.device not in ("cpu", "cuda"):
             raise ConfigError(f"device must be cpu or cuda, got {self.device!r}")
         if self.save_dtype not in ("bfloat16", "float32"):
@@ -117,7 +129,7 @@ def read_manifest(adapter_dir: str | Path) -> dict:
 
 
 def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConfig,
-                  init_adapter: str | Path | None = None, progress: bool = True):
+                  init_adapter: str | Path | None = None, progress: bool = True, callbacks=()):
     """TRL's SFTTrainer over rendered ``rows`` (prompt/completion messages): LoRA on the base model
     (or on ``init_adapter``), loss on completion tokens only. Returns (trainer, time-limit callback)."""
     import datasets
@@ -152,10 +164,11 @@ def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConf
         use_cpu=config.device == "cpu", bf16=config.device == "cuda", report_to="none",
         # TRL turns activation recomputation on by default: it saves memory we have, at ~1.5x the time.
         gradient_checkpointing=False,
-        dataloader_num_workers=0, disable_tqdm=not progress, train_sampling_strategy="group_by_length")
+        dataloader_num_workers=0, disable_tqdm=not progress, train_sampling_strategy="group_by_length",
+        include_num_input_tokens_seen="non_padding")
     limit = _time_limit(config.max_minutes * 60)
     trainer = _completion_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                                          peft_config=peft_config, callbacks=[limit])
+                                          peft_config=peft_config, callbacks=[limit, *callbacks])
     return trainer, limit
 
 
@@ -210,17 +223,36 @@ def _completion_trainer_class():
             metrics["num_tokens"] = [self._total_train_tokens]
             return (loss, {"logits": logits}) if return_outputs else loss
 
+        def _load_optimizer_and_scheduler(self, checkpoint):
+            super()._load_optimizer_and_scheduler(checkpoint)
+            # A snapshot keeps the schedule but not the optimizer; the Trainer loads both or neither.
+            if checkpoint and not (Path(checkpoint) / OPTIMIZER_FILE).is_file() and (Path(checkpoint) / SCHEDULER_FILE).is_file():
+                self.lr_scheduler.load_state_dict(torch.load(Path(checkpoint) / SCHEDULER_FILE, weights_only=True))
+
     return CompletionSFTTrainer
+
+
+def _resume_point(out: Path) -> Path | None:
+    """The latest trainer checkpoint or snapshot (a checkpoint wins a tie: it has the optimizer), or None."""
+    found = []
+    for kind, pattern in ((1, "checkpoints/checkpoint-*"), (0, f"{SNAPSHOTS}/step-*")):
+        for p in out.glob(pattern):
+            number = p.name.rsplit("-", 1)[-1]
+            if number.isdigit() and (p / STATE_FILE).is_file():
+                found.append((int(number), kind, p))
+    return max(found)[2] if found else None
 
 
 def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = DEFAULT_MODEL,
           config: LoRAConfig = LoRAConfig(), sources: dict | None = None, init_adapter: str | Path | None = None,
-          resume: bool = True, progress: bool = True, prompt_format: str = "json") -> dict:
+          resume: bool = True, progress: bool = True, prompt_format: str = "json",
+          dev: list | None = None) -> dict:
     """Train a LoRA adapter on ``examples`` into ``out_dir`` and return its manifest.
 
     ``init_adapter`` continues from an existing adapter (expert iteration round 2). ``sources``
     describes where the examples came from; it goes into the manifest. A run stopped by
-    ``max_minutes`` writes its adapter and keeps its checkpoints, so the same call continues it."""
+    ``max_minutes`` writes its adapter and keeps its checkpoints, so the same call continues it.
+    ``dev`` (GSM8K rows never trained on) adds the learning curve, a point per snapshot."""
     if len(examples) < MIN_EXAMPLES:
         raise ConfigError("no training examples: every source came back empty")
     from reasonflow.adapter import PROMPT_FORMATS, CompactAdapter, StructuredAdapter
@@ -239,10 +271,25 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
     rows = [{**render(ex, adapter), "id": ex.id, "source": ex.source, "format": ex.format} for ex in examples]
     with open(out / "data.jsonl", "w") as fh:
         fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    trainer, limit = build_trainer(rows, out, model_dir, config, init_adapter, progress)
-    checkpoint = resume and any((out / "checkpoints").glob("checkpoint-*"))
+    checkpoint = _resume_point(out) if resume else None
+    if not resume:
+        shutil.rmtree(out / SNAPSHOTS, ignore_errors=True)
+    callbacks, snapshot = [], None
+    if config.snapshot_steps:
+        snapshot = _snapshot_callback(out, config, base, prompt_format)
+        callbacks.append(snapshot)
+    if dev:
+        from reasonflow.finetune import curve
+        from transformers import AutoTokenizer
+
+        callbacks.append(curve.curve_callback(out, curve.dev_examples(dev), AutoTokenizer.from_pretrained(model_dir),
+                                              adapter, config.snapshot_steps, resumed=checkpoint is not None,
+                                              title=f"LoRA r={config.rank} on {base['name']}: GSM8K train dev slice"))
+    trainer, limit = build_trainer(rows, out, model_dir, config, init_adapter, progress, callbacks)
+    if snapshot is not None:
+        snapshot.trainer = trainer
     started = time.time()
-    result = trainer.train(resume_from_checkpoint=True if checkpoint else None)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.time() - started
 
     trainer.model.save_pretrained(out)
@@ -264,16 +311,61 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
         "hyperparameters": asdict(config),
         "training": {"steps": trainer.state.global_step, "max_steps": trainer.state.max_steps,
                      "epochs": round(trainer.state.epoch or 0, 4), "seconds": round(seconds, 1),
-                     "resumed_from_checkpoint": bool(checkpoint), "stopped_by_time_limit": limit.fired,
+                     "tokens": int(trainer.state.num_input_tokens_seen or 0),
+                     "resumed_from_checkpoint": bool(checkpoint),
+                     "resumed_from": checkpoint.relative_to(out).as_posix() if checkpoint else None,
+                     "stopped_by_time_limit": limit.fired,
                      "final_loss": losses[-1][1] if losses else None,
                      "mean_loss": round(float(result.training_loss), 4) if result.training_loss else None,
                      "loss_first": losses[0][1] if losses else None},
         "versions": _versions(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if dev:
+        from reasonflow.finetune.curve import read_curve
+
+        manifest["learning_curve"] = [{k: p[k] for k in ("step", "tokens", "accuracy", "ci95", "correct", "questions")}
+                                      for p in read_curve(out)]
+    if config.snapshot_steps:
+        manifest["snapshots"] = sorted((p.relative_to(out).as_posix() for p in (out / SNAPSHOTS).glob("step-*")),
+                                       key=lambda name: int(name.rsplit("-", 1)[-1]))
     (out / ADAPTER_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     if not limit.fired:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return manifest
+
+
+def _snapshot_callback(out: Path, config: LoRAConfig, base: dict, prompt_format: str):
+    """A TrainerCallback that writes ``snapshots/step-N`` every ``snapshot_steps`` steps: the adapter
+    in bf16 with a portable config and a manifest of its own (servable, mergeable), and what a resume
+    needs besides the optimizer (trainer state, learning-rate schedule, RNG state)."""
+    import torch
+    from transformers import TrainerCallback
+
+    class Snapshot(TrainerCallback):
+        trainer = None  # set once the trainer exists: its RNG state goes into the snapshot
+
+        def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
+            if state.global_step % config.snapshot_steps:
+                return control
+            where = out / SNAPSHOTS / f"step-{state.global_step}"
+            where.mkdir(parents=True, exist_ok=True)
+            model.save_pretrained(where)
+            _cast_adapter(where / "adapter_model.safetensors", torch.bfloat16)
+            _portable_config(where, base)
+            state.save_to_json(str(where / STATE_FILE))
+            if lr_scheduler is not None:
+                torch.save(lr_scheduler.state_dict(), where / SCHEDULER_FILE)
+            if self.trainer is not None:  # the data order of later epochs draws from these
+                self.trainer._save_rng_state(str(where))
+            manifest = {"version": ADAPTER_MANIFEST_VERSION, "name": f"{out.name}-step-{state.global_step}",
+                        "snapshot_of": out.name, "base_model": base, "prompt_format": prompt_format,
+                        "hyperparameters": asdict(config),
+                        "training": {"steps": state.global_step, "max_steps": state.max_steps,
+                                     "epochs": round(state.epoch or 0, 4), "tokens": int(state.num_input_tokens_seen or 0)}}
+            (where / ADAPTER_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            return control
+
+    return Snapshot()
 
 
 def _time_limit(seconds: float):

@@ -130,6 +130,8 @@ class SearchRun:
     scores: list | None = None
     sample_errors: list | None = None
     programs: list | None = None
+    selections: dict | None = None  # PoT@k: the answer each selection rule picks from the same samples
+    confidences: list | None = None  # PoT@k: each sample's sequence confidence (from its logprobs)
 
     def remaining_s(self) -> float:
         return self.budget.deadline_s - (time.monotonic() - self.started)
@@ -206,8 +208,8 @@ class SearchStrategy(dspy.Module):
         if run.exhausted:
             trace.graph.graph["exhausted_by"] = run.exhausted
         tupled = {name: None if getattr(run, name) is None else tuple(getattr(run, name))
-                  for name in ("samples", "scores", "sample_errors", "programs")}
+                  for name in ("samples", "scores", "sample_errors", "programs", "confidences")}
         votes = None if run.votes is None else tuple((a, n) for a, n in run.votes)
         return Result(answer=run.best_answer, reasoning=run.best_reasoning, error=run.error,
                       budget_exhausted=run.exhausted is not None, exhausted_by=run.exhausted, votes=votes,
-                      usage=totals, trace=trace, **tupled).prediction()
+                      selections=run.selections, usage=totals, trace=trace, **tupled).prediction()

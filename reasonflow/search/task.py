@@ -73,6 +73,19 @@ def verdict_probabilities(logprobs, field: str = "verdict", classes=tuple(VERDIC
     return None
 
 
+def sequence_confidence(logprobs) -> float | None:
+    """The model's confidence in one sampled completion: exp of the mean log-probability of its
+    generated tokens (the geometric-mean token probability, so length does not decide), from an OpenAI
+    ``logprobs`` object or its dict form; None when there are none."""
+    content = getattr(logprobs, "content", None) if not isinstance(logprobs, dict) else logprobs.get("content")
+    values = []
+    for pos in content or []:
+        value = pos.get("logprob") if isinstance(pos, dict) else getattr(pos, "logprob", None)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            values.append(value)
+    return math.exp(sum(values) / len(values)) if values else None
+
+
 def expected_verdict_value(probabilities: dict[str, float]) -> float:
     """The value of a state under a verdict distribution: sum of p(verdict) * VERDICT_VALUE."""
     return sum(p * VERDICT_VALUE.get(c, 0.0) for c, p in probabilities.items())

@@ -6,7 +6,13 @@
     vote:    majority over the *executed* answers by the task's equivalence; failed runs are left
              out and counted (tie-break: the cluster whose first member came first, as in SC)
 
-With k > 1 this is PoT composed with self-consistency (``gsm8k.pot@8``). Returns ``answer``,
+With k > 1 this is PoT composed with self-consistency (``gsm8k.pot@8``). The request then asks for
+token logprobs, and ``selections`` reports two rules over the same samples: ``majority`` (the
+default answer) and ``logprob`` (``checking.weighted_vote``, each answer weighted by its program's
+``search.task.sequence_confidence``; with no logprobs it is the majority); ``select="logprob"``
+answers with the second. A task with a ``step_pattern`` bounds the programs: the request carries
+the pattern (``search.actions.step_format``, guided decoding) and a program that does not match it
+is refused before it runs (``OutOfGrammar``). Returns ``answer``,
 ``reasoning`` (the winning program), ``votes`` ([answer, count] in first-appearance order),
 ``samples`` (each program's executed answer, None where it failed), ``errors`` (each program's
 sandbox error, None where it ran), ``failed`` (how many failed) and ``programs``. The trace is the
@@ -26,18 +32,21 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Literal
 
 import dspy
 
 from reasonflow.checking.answers import unusable_reason, usable
+from reasonflow.checking.vote import weighted_vote
 from reasonflow.errors import ConfigError, NoAnswerError, SandboxError, describe
 from reasonflow.options import Local, Options, Samples, Temperature
 from reasonflow.registry import register_strategy
 from reasonflow.sandbox import (
     DEFAULT_SANDBOX_CPU_S, DEFAULT_SANDBOX_MEMORY_MB, DEFAULT_SANDBOX_TIMEOUT_S, arun_code, check_limits, require,
 )
-from reasonflow.search import SearchRun, SearchStrategy, Task, predict
+from reasonflow.search import SearchRun, SearchStrategy, Task, predict, tally
+from reasonflow.search.actions import step_format
+from reasonflow.search.task import sequence_confidence
 from reasonflow.strategies.cot import _text
 from reasonflow.strategies.sc import check_sampling, offer_vote
 
@@ -68,6 +77,7 @@ def strip_fences(code: str) -> str:
 class PoTOptions(Options):
     k: Samples = 1  # programs, in one n=k request
     temperature: Temperature = 0.7
+    select: Literal["majority", "logprob"] = "majority"  # the rule that picks the answer among the k (see above)
     # Python only: the signature and the sandbox's limits are the caller's (the server's) to set, never a request's
     signature: Annotated[type, Local] = WriteProgram
     timeout_s: Annotated[float, Local] = DEFAULT_SANDBOX_TIMEOUT_S
@@ -105,22 +115,36 @@ class ProgramOfThought(SearchStrategy):
         require()  # SandboxUnavailable now, before the LM writes programs that could not run
         root = run.trace.add_node(text=run.question, status="expanded")
         temperature = self.temperature if self.k > 1 else None
-        call = await predict(self.write, n=self.k, temperature=temperature, question=run.question)
+        grammar = step_format(self.task, self.write.signature, run.question, [])  # None: free code
+        lm_kwargs = {**({"response_format": grammar} if grammar else {}), **({"logprobs": True} if self.k > 1 else {})}
+        call = await predict(self.write, n=self.k, temperature=temperature, lm_kwargs=lm_kwargs or None,
+                             question=run.question)
         run.trace.update(root, **call.node_attrs())  # one request wrote every program: its usage sits on the root
         if call.error:
             run.trace.update(root, status="pruned", text=f"{run.question}\n\n{describe(call.error)}")
             run.error, run.votes, run.samples, run.sample_errors, run.programs = call.error, [], [None] * self.k, [], []
             return
         programs = [strip_fences(str(c.code or "")) for c in call.completions]
-        outcomes = await asyncio.gather(*(self.execute(p) for p in programs))
+        pattern = self.task.step_pattern(run.question, []) if self.task.step_pattern else None
+        outcomes = await asyncio.gather(*(self.execute(p) if pattern is None or re.fullmatch(pattern, p)
+                                          else _out_of_grammar() for p in programs))
         answers, errors = [a for a, _ in outcomes], [e for _, e in outcomes]
         nodes = [run.trace.add_node(text=p, parent=root, status="pruned" if e else "terminal", action=f"program {i}",
                                     answer=_text(a), **({"reason": e} if e else {}))
                  for i, (p, a, e) in enumerate(zip(programs, answers, errors))]
         run.sample_errors, run.programs = errors, programs
         failed = sum(e is not None for e in errors)
+        chosen = None
+        if self.k > 1:
+            confidences = [sequence_confidence(getattr(c, "logprobs", None)) for c in call.completions]
+            weighted = weighted_vote(answers, confidences, self.task.equivalent)
+            run.selections = {"majority": tally(self.task, answers).answer, "logprob": weighted.answer}
+            run.confidences = [None if c is None else round(c, 6) for c in confidences]
+            if self.select == "logprob" and weighted.answer is not None:
+                chosen = weighted
         offer_vote(run, self.task, answers, nodes, programs,
-                   lambda: NoAnswerError(f"no program produced an answer ({failed} of {len(programs)} failed)"))
+                   lambda: NoAnswerError(f"no program produced an answer ({failed} of {len(programs)} failed)"),
+                   chosen=chosen)
 
     async def execute(self, code: str) -> tuple[object, str | None]:
         """Run one program: (its answer, None), or (None, the sandbox error) when it failed."""
@@ -134,3 +158,7 @@ class ProgramOfThought(SearchStrategy):
         if not usable(result.answer):
             return None, f"SandboxNoAnswer: {unusable_reason(result.answer)}"[:MAX_ERROR_CHARS]
         return result.answer, None
+
+
+async def _out_of_grammar() -> tuple[None, str]:
+    return None, "OutOfGrammar: the program does not match the task's step pattern"

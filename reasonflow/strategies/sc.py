@@ -67,12 +67,15 @@ class SelfConsistency(SearchStrategy):
                    lambda: no_answer_error([c.answer for c in call.completions], "sample"))
 
 
-def offer_vote(run: SearchRun, task: Task, answers: list, nodes: list[str], texts: list[str], no_answer) -> None:
+def offer_vote(run: SearchRun, task: Task, answers: list, nodes: list[str], texts: list[str], no_answer,
+               chosen=None) -> None:
     """How SC and PoT end: vote over the usable ``answers`` (None: left out), record votes and samples,
     mark the winning cluster selected and offer its first member; with nothing to count, record
-    ``no_answer()`` (a ``NoAnswerError``) instead."""
-    result = tally(task, answers)
-    run.votes, run.samples = list(result.counts), list(answers)
+    ``no_answer()`` (a ``NoAnswerError``) instead. ``chosen``: another rule's ``VoteResult`` over the
+    same answers (PoT's logprob-weighted vote) picks the winner; ``votes`` stay the majority's counts."""
+    majority = tally(task, answers)
+    result = chosen or majority
+    run.votes, run.samples = list(majority.counts), list(answers)
     if result.answer is None:
         run.error = no_answer()
         return
