@@ -29,6 +29,7 @@ from typing import Any, Callable
 import dspy
 
 from reasonflow.config import Budget
+from reasonflow.replicas import replica_affinity
 from reasonflow.search.task import Task
 from reasonflow.trace import Trace
 from reasonflow.usage import Usage, track_usage
@@ -173,7 +174,7 @@ class SearchStrategy(dspy.Module):
     async def aforward(self, question: str, **kwargs):
         trace = Trace(program=self.program_name, strategy=self.name, config=_plain(self.settings()),
                       question=question, listener=trace_listener.get())
-        with track_usage() as usage:
+        with track_usage() as usage, replica_affinity():  # one run, one replica (its prefix cache)
             run = SearchRun(question=question, trace=trace, usage=usage, budget=self.budget)
             try:
                 await asyncio.wait_for(self.search(run), timeout=max(run.remaining_s(), 0.001))
