@@ -181,8 +181,21 @@ def cmd_trace(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """``reasonflow engine ... -- ARGS``: everything after ``--`` is vLLM's own (``vllm_args``)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        if self.prog != "reasonflow" or args[:1] != ["engine"] or "--" not in args:
+            return super().parse_known_args(args, namespace)
+        cut = args.index("--")
+        namespace, extras = super().parse_known_args(args[:cut], namespace)
+        namespace.vllm_args = args[cut + 1:]
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reasonflow", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="reasonflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     eng = sub.add_parser("engine", help="start, inspect or stop the embedded vLLM engine")
@@ -272,13 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    passthrough: list[str] = []
-    if argv[:1] == ["engine"] and "--" in argv:  # `engine up ... -- --data-parallel-size 2`: vLLM's own
-        argv, passthrough = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     args = build_parser().parse_args(argv)
-    if passthrough:
-        args.vllm_args = passthrough
     try:
         return args.func(args)
     except ReasonflowError as exc:
