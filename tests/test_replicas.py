@@ -252,3 +252,38 @@ def test_the_peak_of_a_pool_splits_its_concurrency_across_replicas():
         peak = asyncio.run(peak_throughput(f"{a.base_url},{b.base_url}", 4, model="fake", rounds=1))
     assert len(a.bodies) == len(b.bodies) == 2 and peak.requests == 4 and peak.completion_tokens == 4 * 7
     assert 0.5 <= peak.wall_s < 1.5  # all four at once (one after another would take 2 s)
+
+
+def _one_at_a_time(latency_s: float):
+    """A replica of fixed capacity: one request at a time, ``latency_s`` each."""
+    import threading
+
+    lock = threading.Lock()
+
+    def step(body):
+        with lock:
+            time.sleep(latency_s)
+        return ANSWER
+
+    return step
+
+
+def test_throughput_grows_linearly_with_replicas_of_fixed_capacity():
+    """Issue #17's scaling goal against loopback stubs: 8 replicas give >= 0.9 x 8 the calls per second
+    of one, each replica kept as busy (6 requests queued per replica)."""
+    latency, per_replica, rates = 0.4, 6, {}
+    for count in (1, 8):
+        servers = [FakeServer([_one_at_a_time(latency)]) for _ in range(count)]
+        for server in servers:
+            server.__enter__()
+        try:
+            lm = pool(*servers, config=LMConfig(timeout_s=30, max_retries=0))
+            asyncio.run(calls(lm, count))  # warm: connections and clients
+            started = time.perf_counter()
+            asyncio.run(calls(lm, count * per_replica))
+            rates[count] = count * per_replica / (time.perf_counter() - started)
+            assert [len(s.bodies) for s in servers] == [per_replica + 1] * count  # spread evenly
+        finally:
+            for server in servers:
+                server.__exit__(None, None, None)
+    assert rates[8] >= 0.9 * 8 * rates[1], rates
