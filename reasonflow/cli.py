@@ -36,7 +36,8 @@ def cmd_engine(args) -> int:
     from reasonflow import engine
 
     if args.action != "up" and (args.vllm_args or args.replicas != 1):
-        raise ConfigError(f"--replicas and vLLM arguments after `--` go with `engine up`, not `engine {args.action}`")
+        raise ConfigError("--replicas and vLLM arguments after `--` go with `engine up`, "
+                          f"not `engine {args.action}`")
     if args.action == "up":
         config = EngineConfig(model=args.model, port=args.port, lora=_lora_pairs(args.lora),
                               start_timeout_s=args.timeout, extra_args=tuple(args.vllm_args))
