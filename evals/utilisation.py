@@ -148,6 +148,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object at the end")
     args = parser.parse_args()
     url = resolve_base_url(args.base_url)
+    if "," in url:  # the mixed peak is one engine's; a pool's utilisation is each replica's
+        parser.error(f"utilisation is measured on one engine; pass one replica's --base-url (got {url})")
     lm = reasonflow.connect(url, temperature=0.0, config=reasonflow.LMConfig(max_sequences=args.cap))
     peak = asyncio.run(peak_throughput(url, args.cap, model=lm.served_model))
     guided = asyncio.run(peak_throughput(url, args.cap, model=lm.served_model, guided=True))

@@ -1,8 +1,8 @@
 """The ``reasonflow`` command line: ``engine``, ``run``, ``bench``, ``compile``, ``serve``, ``finetune``, ``merge``,
 ``trace``.
 
-    reasonflow engine up [--model smollm2-135m|DIR] [--lora NAME=DIR ...]
-    reasonflow engine status          # exit 1 when no engine answers
+    reasonflow engine up [--model smollm2-135m|DIR] [--lora NAME=DIR ...] [--replicas N] [-- VLLM_ARGS ...]
+    reasonflow engine status          # exit 1 when no engine (or not every replica) answers
     reasonflow engine down
     reasonflow run gsm8k.tot --question "..." [--base-url URL] [--trace-out DIR]
     reasonflow trace show trace.json  |  reasonflow trace html trace.json -o trace.html
@@ -36,11 +36,15 @@ def _lora_pairs(values: list[str] | None) -> tuple[tuple[str, str], ...]:
 def cmd_engine(args) -> int:
     from reasonflow import engine
 
+    if args.action != "up" and (args.vllm_args or args.replicas != 1):
+        raise ConfigError("--replicas and vLLM arguments after `--` go with `engine up`, "
+                          f"not `engine {args.action}`")
     if args.action == "up":
         config = EngineConfig(model=args.model, port=args.port, lora=_lora_pairs(args.lora),
-                              start_timeout_s=args.timeout)
-        state, started = engine.up(config)
-        print(f"{'started' if started else 'reusing'} engine pid {state.pid} ({state.served_model})", file=sys.stderr)
+                              start_timeout_s=args.timeout, extra_args=tuple(args.vllm_args))
+        state, started = engine.up(config, replicas=args.replicas)
+        pids = ", ".join(str(m.pid) for m in state.members())
+        print(f"{'started' if started else 'reusing'} engine pid {pids} ({state.served_model})", file=sys.stderr)
         print(f"base_url: {state.base_url}")
         return 0
     if args.action == "status":
@@ -49,12 +53,18 @@ def cmd_engine(args) -> int:
         except EngineNotRunning as exc:
             print(f"down: {exc}")
             return 1
-        print(f"up: pid {state.pid} model {state.served_model} adapters {list(state.lora)}")
+        members = state.members()
+        ready = [m.ready(state.served_model) for m in members]
+        print(f"{'up' if all(ready) else 'degraded'}: pid {state.pid} model {state.served_model} "
+              f"adapters {list(state.lora)} replicas {sum(ready)}/{len(members)} answering")
         print(f"base_url: {state.base_url}")
-        print(f"log: {state.log_path}")
-        return 0
+        for i, (member, ok) in enumerate(zip(members, ready)):
+            cpus = ",".join(map(str, member.cpus)) or "any"
+            print(f"replica {i}: {'up' if ok else 'down'} pid {member.pid} cpus {cpus} {member.base_url} "
+                  f"log {member.log_path}")
+        return 0 if all(ready) else 1
     state = engine.down()
-    print(f"stopped engine pid {state.pid}" if state else "no engine was up")
+    print(f"stopped engine pid {', '.join(str(m.pid) for m in state.members())}" if state else "no engine was up")
     return 0
 
 
@@ -183,8 +193,21 @@ def cmd_trace(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """``reasonflow engine ... -- ARGS``: everything after ``--`` is vLLM's own (``vllm_args``)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        if self.prog != "reasonflow" or args[:1] != ["engine"] or "--" not in args:
+            return super().parse_known_args(args, namespace)
+        cut = args.index("--")
+        namespace, extras = super().parse_known_args(args[:cut], namespace)
+        namespace.vllm_args = args[cut + 1:]
+        return namespace, extras
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="reasonflow", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="reasonflow", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     eng = sub.add_parser("engine", help="start, inspect or stop the embedded vLLM engine")
@@ -193,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument("--port", type=int, default=None)
     eng.add_argument("--lora", action="append", metavar="NAME=DIR", help="serve a LoRA adapter (repeatable)")
     eng.add_argument("--timeout", type=float, default=EngineConfig.start_timeout_s, help="start wait in seconds")
-    eng.set_defaults(func=cmd_engine)
+    eng.add_argument("--replicas", type=int, default=1,
+                     help="servers of the model on this machine, each on its share of the cores (one LM over all)")
+    eng.set_defaults(func=cmd_engine, vllm_args=[])
 
     run = sub.add_parser("run", help="run one program on one question and keep its trace")
     run.add_argument("program", help="registered name (gsm8k.tot, game24.tot@5, ...) or compiled .json")

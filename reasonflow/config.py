@@ -37,6 +37,8 @@ DEFAULT_MAX_TOKENS = 384
 DEFAULT_MAX_N = 64  # completions per request
 DEFAULT_REASONING_MAX_CHARS = 400  # bound on free-text output fields, so the JSON always closes
 DEFAULT_HISTORY_LIMIT = 200  # call records a usage collector keeps (its totals count every call)
+MAX_REPLICAS = 64  # endpoints behind one LM (reasonflow.replicas), and `engine up --replicas` on one machine
+DEFAULT_REPLICA_BACKOFF_S = 30.0  # a replica that refused a connection or timed out is not tried for this long
 
 # --- search -----------------------------------------------------------------------------------
 DEFAULT_MAX_NODES = 200
@@ -79,9 +81,14 @@ class EngineConfig:
     # float32: CPUs without AVX512-BF16 emulate bfloat16 slowly (vLLM would otherwise downcast).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     guided_backend: str = DEFAULT_GUIDED_BACKEND  # one of GUIDED_BACKENDS
-    extra_args: tuple[str, ...] = ()
+    extra_args: tuple[str, ...] = ()  # passed to vLLM as they are (`engine up -- --data-parallel-size 2`)
+    cpus: tuple[int, ...] = ()  # CPU ids the server is bound to (affinity and vLLM's OMP binding); () = any
 
     def __post_init__(self):
+        object.__setattr__(self, "extra_args", tuple(self.extra_args))
+        object.__setattr__(self, "cpus", tuple(self.cpus))
+        if any(not isinstance(c, int) or c < 0 for c in self.cpus):
+            raise ConfigError(f"cpus are CPU ids (ints >= 0), got {self.cpus!r}")
         for name in ("omp_threads", "kvcache_gib", "max_model_len", "start_timeout_s", "stop_grace_s"):
             _positive(name, getattr(self, name))
         if self.port is not None and not 0 < self.port < 65536:
@@ -104,10 +111,12 @@ class LMConfig:
     max_n: int = DEFAULT_MAX_N
     # Sequences in flight through one LM object at once (a request with n=k counts k); async calls
     # past it wait their turn. None: no limit (the server queues). Keeps a known concurrency cap.
-    max_sequences: int | None = None
+    max_sequences: int | None = None  # with several replicas: per replica
+    replica_backoff_s: float = DEFAULT_REPLICA_BACKOFF_S
 
     def __post_init__(self):
         _positive("timeout_s", self.timeout_s)
+        _positive("replica_backoff_s", self.replica_backoff_s)
         _positive("max_n", self.max_n)
         if self.max_sequences is not None:
             _positive("max_sequences", self.max_sequences)

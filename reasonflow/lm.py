@@ -22,6 +22,15 @@ asks no model catalog for its capabilities and hops to no worker thread on the w
 frontier and the bench can then admit any number of questions while the engine sees a known
 concurrency, which is what utilisation is measured against.
 
+Replicas: ``connect(["http://a:8000/v1", "http://b:8000/v1"])`` (or ``REASONFLOW_BASE_URL="u1,u2"``)
+gives one LM over several servers of the same model (``reasonflow.replicas``): each replica has its
+own clients and gate (``max_sequences`` is then per replica), a request goes to the least-loaded
+replica, a search run stays on the replica its first request went to, and a replica that refuses
+connections or times out is skipped for ``replica_backoff_s`` while its requests are retried on
+another within the same ``max_retries`` budget. One ``CallRecord`` per DSPy call either way (a
+failed-over call names the replica that answered and the ones that failed it), so usage counts each
+call once. With one URL, nothing of this runs: the openai client retries as above.
+
 Not guaranteed: there is no response cache, so every call is a fresh sample (``n>1`` at
 temperature 0 is refused, since its samples would be identical); the wall time of one call is
 bounded by ``(max_retries + 1) * timeout_s`` plus backoff, not by a separate deadline; synchronous
@@ -31,14 +40,14 @@ calls bypass the ``max_sequences`` gate.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import json
 import os
+import random
 import time
-import weakref
-from typing import Any
+from typing import Any, Sequence
 
 import dspy
-import httpx
 import openai
 from dspy.clients.call_result import CallResult
 from dspy.clients.execution import finalize, prepare
@@ -56,6 +65,13 @@ from reasonflow.errors import (
     TruncatedError,
     UpstreamResponseError,
 )
+from reasonflow.replicas import (  # noqa: F401  (SequenceGate, MAX_CONNECTIONS: re-exported)
+    MAX_CONNECTIONS,
+    Replica,
+    ReplicaPool,
+    SequenceGate,
+    split_base_urls,
+)
 from reasonflow.usage import CallRecord, next_call_id, record
 
 
@@ -67,77 +83,50 @@ VLLM_EXTRA_PARAMS = frozenset({"top_k", "min_p", "repetition_penalty", "min_toke
 _OVERFLOW_HINTS = ("maximum context length", "context length", "too long", "max_model_len")
 
 
-class SequenceGate:
-    """At most ``limit`` sequences in flight on one event loop; a request for n waits until n fit
-    (a request larger than the limit waits for an empty gate). Waiters are woken together and
-    re-check, so a small request may pass a large one: throughput first, not strict FIFO."""
-
-    def __init__(self, limit: int):
-        self.limit, self.used = limit, 0
-        self._waiters: list[asyncio.Future] = []
-
-    async def acquire(self, n: int) -> int:
-        n = min(n, self.limit)
-        while self.used + n > self.limit:
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-        self.used += n
-        return n
-
-    def release(self, n: int) -> None:
-        self.used -= n
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-
 class VLLMLM(dspy.BaseLM):
-    """A DSPy LM that talks to one OpenAI-compatible endpoint through the ``openai`` client."""
+    """A DSPy LM over one OpenAI-compatible endpoint, or over replicas serving the same model
+    (``base_url`` a list or a comma-separated string; see ``reasonflow.replicas``)."""
 
-    def __init__(self, base_url: str, served_model: str, *, api_key: str | None = None,
+    def __init__(self, base_url: str | Sequence[str], served_model: str, *, api_key: str | None = None,
                  config: LMConfig = LMConfig(), temperature: float = 0.0, max_tokens: int = DEFAULT_MAX_TOKENS,
                  **sampling: Any):
         super().__init__(f"openai/{served_model}", temperature=temperature, max_tokens=max_tokens,
                          cache=False, num_retries=config.max_retries, **sampling)
-        self.base_url = base_url.rstrip("/")
+        self.base_urls = split_base_urls(base_url)
+        self.base_url = ",".join(self.base_urls)  # one URL, or the pool as REASONFLOW_BASE_URL writes it
         self.served_model = served_model
         self.config = config
         self.api_key = api_key or os.environ.get("REASONFLOW_API_KEY") or "EMPTY"
-        self._client: openai.OpenAI | None = None
-        self._aclients: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._gates: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self.pool = ReplicaPool(self.base_urls, self.api_key, config)
+        self._one = self.pool.replicas[0] if len(self.pool) == 1 else None  # today's path: no pool logic
 
     # --- DSPy plugin contract ---------------------------------------------------------------
     def forward(self, prompt=None, messages=None, **kwargs):
         body, extra = self._body(prompt, messages, kwargs)
+        if self._one is None:
+            return self._pool_forward(body, extra)
         started = time.perf_counter()
         try:
-            response = chat_request(self.client, body, extra)
+            response = chat_request(self._one.client, body, extra)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
         except json.JSONDecodeError as exc:  # a 200 whose body is cut off or not JSON
-            raise UpstreamResponseError(f"{self.base_url} answered with a body that is not valid JSON "
-                                        f"(cut off?): {exc}") from exc
+            raise self._not_json(exc, self.base_url) from exc
         return self._accept(response, body, started)
 
     async def aforward(self, prompt=None, messages=None, **kwargs):
         body, extra = self._body(prompt, messages, kwargs)
-        gate = self._gate()
+        if self._one is None:
+            return await self._pool_aforward(body, extra)
+        gate = self._one.gate()
         held = await gate.acquire(body.get("n", 1)) if gate else 0
         started = time.perf_counter()
         try:
-            response = await chat_request(await self.aclient(), body, extra)
+            response = await chat_request(await self._one.aclient(), body, extra)
         except openai.OpenAIError as exc:
             raise self._failed(exc, body, started) from exc
         except json.JSONDecodeError as exc:  # a 200 whose body is cut off or not JSON
-            raise UpstreamResponseError(f"{self.base_url} answered with a body that is not valid JSON "
-                                        f"(cut off?): {exc}") from exc
+            raise self._not_json(exc, self.base_url) from exc
         finally:
             if gate:
                 gate.release(held)
@@ -157,42 +146,69 @@ class VLLMLM(dspy.BaseLM):
         raw = await self.aforward(prompt=call.prompt, messages=call.messages, **call.kwargs)
         return finalize(self, call, CallResult.legacy(self, raw, kwargs=call.kwargs))
 
-    def _gate(self) -> SequenceGate | None:
-        """This loop's gate for ``config.max_sequences`` (shared by copies of this LM)."""
-        if self.config.max_sequences is None:
-            return None
-        loop = asyncio.get_running_loop()
-        if loop not in self._gates:
-            self._gates[loop] = SequenceGate(self.config.max_sequences)
-        return self._gates[loop]
-
     def dump_state(self) -> dict:
         state = super().dump_state()
         state.update(base_url=self.base_url, served_model=self.served_model)
         return state
 
-    # --- clients ------------------------------------------------------------------------------
-    @property
-    def client(self) -> openai.OpenAI:
-        if self._client is None:
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key,
-                                         timeout=self.config.timeout_s, max_retries=self.config.max_retries,
-                                         http_client=sync_http_client(self.base_url))
-        return self._client
+    # --- the pool: pick a replica, fail over within the retry budget --------------------------
+    def _pool_forward(self, body: dict, extra: dict):  # the blocking twin of _pool_aforward (no gate)
+        n, failed, started = body.get("n", 1), [], time.perf_counter()
+        while True:
+            replica = self.pool.assign(n)
+            try:
+                response = chat_request(replica.client, body, extra)
+            except openai.OpenAIError as exc:
+                delay = self._retry_delay(exc, replica, failed)
+                if delay is None:
+                    raise self._failed(exc, body, started, replica, failed) from exc
+            except json.JSONDecodeError as exc:
+                raise self._not_json(exc, replica.url) from exc
+            else:
+                return self._accept(response, body, started, replica, failed)
+            finally:
+                self.pool.release(replica, n)
+            time.sleep(delay)
 
-    async def aclient(self) -> openai.AsyncOpenAI:
-        """This loop's async client (connection pools must not cross loops), closed and dropped
-        when the loop shuts down (``asyncio.run`` and ``asyncio.Runner`` do that at their end)."""
-        loop = asyncio.get_running_loop()
-        entry = self._aclients.get(loop)
-        if entry is None:
-            client = openai.AsyncOpenAI(base_url=self.base_url, api_key=self.api_key,
-                                        timeout=self.config.timeout_s, max_retries=self.config.max_retries,
-                                        http_client=async_http_client(self.base_url))
-            closer = _close_at_loop_end(self._aclients, loop, client)
-            entry = self._aclients[loop] = (client, closer)
-            await closer.asend(None)
-        return entry[0]
+    async def _pool_aforward(self, body: dict, extra: dict):
+        n, failed, started = body.get("n", 1), [], None
+        while True:
+            replica = self.pool.assign(n)
+            gate, held = replica.gate(), 0
+            try:
+                held = await gate.acquire(n) if gate else 0
+                started = started or time.perf_counter()
+                response = await chat_request(await replica.aclient(), body, extra)
+            except openai.OpenAIError as exc:
+                delay = self._retry_delay(exc, replica, failed)
+                if delay is None:
+                    raise self._failed(exc, body, started, replica, failed) from exc
+            except json.JSONDecodeError as exc:
+                raise self._not_json(exc, replica.url) from exc
+            else:
+                return self._accept(response, body, started, replica, failed)
+            finally:
+                if gate:
+                    gate.release(held)
+                self.pool.release(replica, n)
+            await asyncio.sleep(delay)
+
+    def _retry_delay(self, exc: openai.OpenAIError, replica: Replica, failed: list) -> float | None:
+        """After an attempt on ``replica`` failed: seconds to wait before the next attempt, or None
+        when the error is not retried (400, 401, 404, ...) or the retry budget is spent. A refused
+        connection or a timeout takes the replica out for its back-off; the next attempt then goes
+        to another replica at once. A 408/409/429/5xx waits (Retry-After, else exponential)."""
+        down = isinstance(exc, openai.APIConnectionError)  # APITimeoutError is one
+        status = getattr(exc, "status_code", 0) if isinstance(exc, openai.APIStatusError) else 0
+        if not down and not (status in (408, 409, 429) or status >= 500):
+            return None
+        failed.append(replica)
+        (self.pool.mark_down if down else self.pool.note_failure)(replica)
+        if len(failed) > self.config.max_retries:
+            return None
+        if down and self.pool.any_other_up(replica):
+            return 0.0
+        return retry_delay(len(failed), getattr(exc, "response", None))
 
     # --- request and response -----------------------------------------------------------------
     def _body(self, prompt, messages, kwargs) -> tuple[dict, dict]:
@@ -207,14 +223,19 @@ class VLLMLM(dspy.BaseLM):
         extra = {k: v for k, v in merged.items() if k in VLLM_EXTRA_PARAMS and v is not None}
         return body, extra
 
-    def _accept(self, response, body: dict, started: float):
+    @staticmethod
+    def _not_json(exc: json.JSONDecodeError, where: str) -> UpstreamResponseError:
+        return UpstreamResponseError(f"{where} answered with a body that is not valid JSON (cut off?): {exc}")
+
+    def _accept(self, response, body: dict, started: float, replica: Replica | None = None, failed: list = ()):
+        where = replica.url if replica else self.base_url
         try:
             choices = list(response.choices or [])
             kept = [c for c in choices if c.finish_reason != "length"]
             if any(not isinstance(c.message.content, (str, type(None))) for c in kept):
                 raise TypeError("a choice's message content is not text")
         except (AttributeError, TypeError) as exc:
-            raise UpstreamResponseError(f"{self.base_url} answered with a body that is not a chat completion: "
+            raise UpstreamResponseError(f"{where} answered with a body that is not a chat completion: "
                                         f"{exc}") from exc
         usage = response.usage
         details = getattr(usage, "prompt_tokens_details", None)
@@ -227,9 +248,12 @@ class VLLMLM(dspy.BaseLM):
             finish_reasons=[c.finish_reason or "" for c in choices],
             truncated=len(choices) - len(kept),
         )
+        if replica is not None:
+            rec.replica, rec.failed_on = replica.url, [r.url for r in failed]
+            self.pool.note_answer(replica, rec.n, rec.prompt_tokens, rec.completion_tokens)
         record(rec)
         if not choices:
-            raise UpstreamResponseError(f"{self.base_url} answered with no choices (choices: [])")
+            raise UpstreamResponseError(f"{where} answered with no choices (choices: [])")
         if not kept:
             raw = choices[0].message.content if choices else ""
             raise TruncatedError(
@@ -239,28 +263,66 @@ class VLLMLM(dspy.BaseLM):
             response = response.model_copy(update={"choices": kept})
         return response
 
-    def _failed(self, exc: openai.OpenAIError, body: dict, started: float) -> LMError:
+    def _failed(self, exc: openai.OpenAIError, body: dict, started: float | None, replica: Replica | None = None,
+                failed: list = ()) -> LMError:
         record(CallRecord(id=next_call_id(), model=self.served_model, n=body.get("n", 1),
-                          latency_s=time.perf_counter() - started, error=type(exc).__name__))
-        retries = self.config.max_retries
+                          latency_s=time.perf_counter() - (started or time.perf_counter()), error=type(exc).__name__,
+                          failed_on=[r.url for r in failed]))
+        if replica is None:
+            where, retries = self.base_url, self.config.max_retries
+        else:  # a pool: say which replicas were tried
+            where, retries = replica.url, max(len(failed) - 1, 0)
+            if len(failed) > 1 or (failed and failed[0] is not replica):
+                where += f" (attempts on {', '.join(r.url for r in failed)})"
         if isinstance(exc, openai.APITimeoutError):
-            return LMTimeoutError(f"{self.base_url} did not answer within {self.config.timeout_s}s "
+            return LMTimeoutError(f"{where} did not answer within {self.config.timeout_s}s "
                                   f"after {retries} retries")
         if isinstance(exc, openai.APIConnectionError):
-            return LMTimeoutError(f"could not reach {self.base_url} after {retries} retries: {exc}")
+            return LMTimeoutError(f"could not reach {where} after {retries} retries: {exc}")
         if isinstance(exc, openai.APIStatusError):
             status, text = exc.status_code, _error_text(exc)
             if status in (408, 409, 429) or status >= 500:
-                return LMTimeoutError(f"{self.base_url} answered {status} after {retries} retries: {text}")
+                return LMTimeoutError(f"{where} answered {status} after {retries} retries: {text}")
             if status == 400 and any(h in text.lower() for h in _OVERFLOW_HINTS):
                 return ContextOverflowError(f"prompt plus max_tokens={body.get('max_tokens')} exceed the "
                                             f"model's context: {text}", status_code=status)
-            return LMRequestError(f"{self.base_url} rejected the request ({status}): {text}", status_code=status)
-        return LMError(f"request to {self.base_url} failed: {exc}")
+            return LMRequestError(f"{where} rejected the request ({status}): {text}", status_code=status)
+        return LMError(f"request to {where} failed: {exc}")
+
+    # --- one replica's clients (the first replica's, for a pool) -------------------------------
+    @property
+    def client(self) -> openai.OpenAI:
+        return self.pool.replicas[0].client
+
+    async def aclient(self) -> openai.AsyncOpenAI:
+        return await self.pool.replicas[0].aclient()
+
+    @property
+    def _aclients(self):
+        return self.pool.replicas[0]._aclients
 
 
 # --- transport (the HTTP layer under the openai client) -------------------------------------------
-MAX_CONNECTIONS = 1024  # per async client (one per event loop); above any sequence gate in use
+INITIAL_RETRY_DELAY_S = 0.5  # a pool's own retries, as the openai client's: 0.5 s doubling to 8 s
+MAX_RETRY_DELAY_S = 8.0
+MAX_RETRY_AFTER_S = 60.0  # a server's Retry-After is honoured up to this
+
+
+def retry_delay(attempt: int, response=None) -> float:
+    """Seconds before retry ``attempt`` (1 = the first): the response's Retry-After (seconds or an
+    HTTP date) when it gives one up to ``MAX_RETRY_AFTER_S``, else exponential with 25% jitter."""
+    value = response.headers.get("retry-after") if response is not None else None
+    if value:
+        try:
+            after = float(value)
+        except ValueError:
+            try:
+                after = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError):
+                after = None
+        if after is not None and 0 <= after <= MAX_RETRY_AFTER_S:
+            return after
+    return min(INITIAL_RETRY_DELAY_S * 2 ** (attempt - 1), MAX_RETRY_DELAY_S) * (1 - 0.25 * random.random())
 
 
 def chat_request(client, body: dict, extra: dict):
@@ -270,31 +332,6 @@ def chat_request(client, body: dict, extra: dict):
     timeouts, auth and error types are the client's own, as with ``create``."""
     return client.post("/chat/completions", body={**body, **extra}, cast_to=ChatCompletion,
                        options={"security": {"bearer_auth": True}})
-
-
-def _verify(base_url: str) -> bool:
-    """A plain-http URL needs no CA bundle: loading one costs tens of ms per client."""
-    return base_url.startswith("https:")
-
-
-def sync_http_client(base_url: str) -> openai.DefaultHttpxClient:
-    return openai.DefaultHttpxClient(verify=_verify(base_url))
-
-
-def async_http_client(base_url: str) -> openai.DefaultAioHttpClient:
-    """The openai client over aiohttp: httpx's pool scans every connection for every request, which
-    costs milliseconds per call at hundreds in flight; aiohttp's connector does not."""
-    return openai.DefaultAioHttpClient(limits=httpx.Limits(max_connections=MAX_CONNECTIONS), verify=_verify(base_url))
-
-
-async def _close_at_loop_end(clients: weakref.WeakKeyDictionary, loop, client: openai.AsyncOpenAI):
-    """An async generator the loop finalises in ``shutdown_asyncgens``: the client (which holds the
-    loop) is dropped and its connections closed, so neither the loop nor its sockets outlive it."""
-    try:
-        yield
-    finally:
-        clients.pop(loop, None)
-        await client.close()
 
 
 def _error_text(exc: openai.APIStatusError) -> str:
@@ -322,29 +359,37 @@ def model_roots(base_url: str, api_key: str | None = None, timeout_s: float = 10
         raise LMTimeoutError(f"could not list models at {base_url}: {exc}") from exc
 
 
-def resolve_base_url(base_url: str | None = None) -> str:
-    """An explicit URL, else REASONFLOW_BASE_URL, else a running or newly started embedded engine."""
-    if base_url or os.environ.get("REASONFLOW_BASE_URL"):
-        return (base_url or os.environ["REASONFLOW_BASE_URL"]).rstrip("/")
+def resolve_base_url(base_url: str | Sequence[str] | None = None) -> str:
+    """An explicit URL (or replicas: a list or "u1,u2"), else REASONFLOW_BASE_URL, else a running or
+    newly started embedded engine. Replicas come back as one comma-separated string."""
+    given = base_url or os.environ.get("REASONFLOW_BASE_URL")
+    if given:
+        return ",".join(split_base_urls(given))
     from reasonflow.engine import shared_engine
 
     return shared_engine().base_url
 
 
-def connect(base_url: str | None = None, model: str | None = None, *, api_key: str | None = None,
+def connect(base_url: str | Sequence[str] | None = None, model: str | None = None, *, api_key: str | None = None,
             config: LMConfig = LMConfig(), **sampling: Any) -> VLLMLM:
-    """A ``dspy.LM`` for the endpoint. ``model`` defaults to the first id in ``/v1/models``; for an
-    engine serving LoRA adapters pass the adapter's name."""
-    url = resolve_base_url(base_url)
-    roots = model_roots(url, api_key)
+    """A ``dspy.LM`` for the endpoint, or for replicas of one model (a list of URLs, or one string
+    of comma-separated URLs): every replica must answer ``/v1/models`` and serve the model. ``model``
+    defaults to the first id the first replica serves; for LoRA adapters pass the adapter's name."""
+    urls = split_base_urls(resolve_base_url(base_url))
+    roots = model_roots(urls[0], api_key)
     served = list(roots)
     if model is None:
         if not served:
-            raise LMRequestError(f"{url} serves no models")
+            raise LMRequestError(f"{urls[0]} serves no models")
         model = served[0]
     elif model not in served:
-        raise ConfigError(f"{url} does not serve {model!r}; it serves {served}")
-    lm = VLLMLM(url, model, api_key=api_key, config=config, **sampling)
+        raise ConfigError(f"{urls[0]} does not serve {model!r}; it serves {served}")
+    for url in urls[1:]:
+        others = list(model_roots(url, api_key))
+        if model not in others:
+            raise ConfigError(f"replica {url} does not serve {model!r} (it serves {others}); every replica "
+                              "must serve the same model")
+    lm = VLLMLM(urls, model, api_key=api_key, config=config, **sampling)
     # The prompt format the model was fine-tuned on, from the manifest in its directory; "json"
     # when that directory is not readable from here (set ``lm.prompt_format`` for a remote server).
     lm.prompt_format = prompt_format_of(roots[model]) if roots[model] else "json"

@@ -8,6 +8,9 @@ that each see their own totals. Collectors follow ``contextvars``, so asyncio ta
 plain threads do not (wrap the thread's work in ``contextvars.copy_context().run``).
 ``Usage.computed_prompt_tokens`` is the prompt tokens the engine really computed (prefix-cache hits
 excluded) and ``engine_tokens`` adds the generated ones: the work that engine utilisation counts.
+Calls to an LM over several replicas (``reasonflow.replicas``) also name the replica that answered
+and the ones whose attempts failed first; ``Usage.replicas`` keeps those figures per replica (and
+``to_dict()`` shows them under ``"replicas"``), while the totals still count each call once.
 
 Not guaranteed: cached-token counts are what the server reports (vLLM reports them when prefix
 caching is on and ``--enable-prompt-tokens-details`` is set), otherwise zero.
@@ -48,6 +51,8 @@ class CallRecord:
     truncated: int = 0  # choices dropped because finish_reason == "length"
     parse_failures: int = 0  # choices dropped because their fields did not parse
     error: str | None = None  # exception class name when the call failed
+    replica: str | None = None  # the replica that answered (an LM over several replicas only)
+    failed_on: list[str] = field(default_factory=list)  # replicas whose attempts at this call failed first
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +71,7 @@ class Usage:
         self.truncated = self.parse_failures = self.errors = 0
         self.latency_s = 0.0
         self.finish_reasons: Counter[str] = Counter()
+        self.replicas: dict[str, dict[str, int]] = {}  # url -> calls, sequences, tokens, failed attempts
 
     def add(self, rec: CallRecord) -> None:
         with self._lock:
@@ -78,8 +84,23 @@ class Usage:
             self.truncated += rec.truncated
             self.errors += rec.error is not None
             self.finish_reasons.update(rec.finish_reasons)
+            if rec.replica is not None:
+                mine = self._replica(rec.replica)
+                mine["calls"] += 1
+                mine["sequences"] += rec.n
+                mine["prompt_tokens"] += rec.prompt_tokens
+                mine["completion_tokens"] += rec.completion_tokens
+                mine["cached_tokens"] += rec.cached_tokens
+            for url in rec.failed_on:
+                self._replica(url)["failed_attempts"] += 1
             if len(self.records) < self.max_records:
                 self.records.append(rec)
+
+    def _replica(self, url: str) -> dict[str, int]:
+        if url not in self.replicas:
+            self.replicas[url] = dict.fromkeys(("calls", "sequences", "prompt_tokens", "completion_tokens",
+                                                "cached_tokens", "failed_attempts"), 0)
+        return self.replicas[url]
 
     def note_parse_failures(self, count: int) -> None:
         with self._lock:
@@ -111,6 +132,7 @@ class Usage:
             "parse_failures": self.parse_failures,
             "errors": self.errors,
             "finish_reasons": dict(self.finish_reasons),
+            **({"replicas": {url: dict(v) for url, v in self.replicas.items()}} if self.replicas else {}),
         }
 
     def __repr__(self) -> str:

@@ -23,6 +23,15 @@ GAME24_ADAPTER_DIR = REPO / "programs" / "adapters" / GAME24_ADAPTER
 DATA_DIR = Path(os.environ.get("REASONFLOW_DATA_DIR") or REPO.parent / "shared" / "data")
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def cli(*args: str, home: Path, timeout: float = 1200) -> subprocess.CompletedProcess:
     env = {**os.environ, "REASONFLOW_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "reasonflow.cli", *args], capture_output=True, text=True,

@@ -2,7 +2,9 @@
 
 Each request pops the next behaviour from ``script`` (the last one repeats): a dict completion, a
 callable(request body) returning one, "stall", "reset", or an (status, body, headers) error tuple.
-Every reply waits ``delay_s`` first. Arrival times and bodies are logged.
+Every reply waits ``delay_s`` first. Arrival times and bodies are logged. ``GET /metrics`` answers
+Prometheus text: vLLM's prefix-cache counters, ``metrics_per_request`` hits and queries added per
+chat request. ``port`` binds a given port (default: a free one).
 """
 
 from __future__ import annotations
@@ -26,10 +28,12 @@ def completion(*contents: str, finish_reason: str = "stop", prompt_tokens: int =
 
 
 class FakeServer:
-    def __init__(self, script: list, stall_s: float = 5.0, delay_s: float = 0.0, models: list[dict] | None = None):
+    def __init__(self, script: list, stall_s: float = 5.0, delay_s: float = 0.0, models: list[dict] | None = None,
+                 port: int = 0, metrics_per_request: tuple[int, int] = (3, 4)):
         self.script = list(script)
         self.models = models or [{"id": "fake", "object": "model"}]
         self.stall_s = stall_s
+        self.metrics_per_request = metrics_per_request
         self.delay_s = delay_s
         self.arrivals: list[float] = []
         self.bodies: list[dict] = []
@@ -43,6 +47,17 @@ class FakeServer:
                 pass
 
             def do_GET(self):
+                if self.path.rstrip("/").endswith("/metrics"):
+                    hits, queries = (len(server.arrivals) * k for k in server.metrics_per_request)
+                    text = ("# TYPE vllm:prefix_cache_hits_total counter\n"
+                            f"vllm:prefix_cache_hits_total{{engine=\"0\"}} {hits}\n"
+                            f"vllm:prefix_cache_queries_total{{engine=\"0\"}} {queries}\n").encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "text/plain")
+                    self.send_header("Content-Length", str(len(text)))
+                    self.end_headers()
+                    self.wfile.write(text)
+                    return
                 self._send(200, {"object": "list", "data": server.models})
 
             def do_POST(self):
@@ -81,7 +96,7 @@ class FakeServer:
         class Server(ThreadingHTTPServer):
             request_queue_size = 256  # the default backlog of 5 would serialise bursts of connections
 
-        self.httpd = Server(("127.0.0.1", 0), Handler)
+        self.httpd = Server(("127.0.0.1", port), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 

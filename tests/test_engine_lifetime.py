@@ -26,6 +26,7 @@ import httpx
 import pytest
 
 from reasonflow.config import home_dir
+from tests.conftest import alive as _alive
 
 REPO = Path(__file__).resolve().parents[1]
 GONE_WITHIN_S = 15.0
@@ -61,14 +62,6 @@ OWNER = textwrap.dedent("""
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _wait_gone(pid: int, within_s: float = GONE_WITHIN_S) -> bool:

@@ -5,14 +5,18 @@
 prefix-cache hit rate over the interval between two scrapes:
 Δ``vllm:prefix_cache_hits_total`` / Δ``vllm:prefix_cache_queries_total`` (counted in tokens; the
 names vLLM 0.32's V1 engine exposes, checked on the running server). ``measure_peak`` wraps
-``engine.throughput.peak_throughput``, the denominator of utilisation.
+``engine.throughput.peak_throughput``, the denominator of utilisation. For an LM over replicas
+(``base_url`` "u1,u2") ``scrape`` reads every replica's /metrics and sums them, keeping each
+replica's own samples under ``name{replica="URL"}``; the peak is all replicas' at once.
 
 Not guaranteed: the counters are engine-wide, so traffic from other clients during the interval is
-counted too; a server without /metrics (or without these counters) gives None, never an error.
+counted too; a server without /metrics (or without these counters) gives None, never an error, and
+so does a pool where any replica gives none (a sum over some replicas would be a wrong rate).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import re
@@ -51,7 +55,19 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 async def scrape(base_url: str, api_key: str | None = None) -> dict[str, float] | None:
-    """The server's metrics now, or None when it has no readable /metrics."""
+    """The server's metrics now, or None when it has no readable /metrics. Replicas ("u1,u2"): the
+    sum over them, with each one's samples kept as ``name{replica="URL"}``."""
+    urls = [u.strip() for u in base_url.split(",") if u.strip()]
+    if len(urls) > 1:
+        each = await asyncio.gather(*(scrape(url, api_key) for url in urls))
+        if any(m is None for m in each):
+            return None
+        totals: dict[str, float] = {}
+        for url, metrics in zip(urls, each):
+            for name, value in metrics.items():
+                totals[name] = totals.get(name, 0.0) + value
+                totals[f'{name}{{replica="{url}"}}'] = value
+        return totals
     headers = {"Authorization": f"Bearer {api_key}"} if api_key and api_key != "EMPTY" else {}
     try:
         async with httpx.AsyncClient(timeout=METRICS_TIMEOUT_S) as client:

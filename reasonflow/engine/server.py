@@ -18,6 +18,10 @@ its detached engine with ``owned=False``: that one is meant to outlive the comma
 
 Not guaranteed: the server runs with the privileges of the caller and listens on loopback without
 authentication; a cold start compiles kernels for a minute or more (later starts reuse vLLM's cache).
+``EngineConfig(cpus=(0, 1))`` binds the server to those cores (its process affinity, which its
+children inherit, and vLLM-CPU's ``VLLM_CPU_OMP_THREADS_BIND``) with one OpenMP thread per core; that
+is how ``reasonflow engine up --replicas N`` gives each replica its share. A binding is set right
+after the server process starts, while it is still starting Python (before vLLM starts its threads).
 """
 
 from __future__ import annotations
@@ -73,7 +77,10 @@ def pid_alive(pid: int | None) -> bool:
 
 
 def is_ready(base_url: str, model: str | None = None, timeout_s: float = 30.0, api_key: str | None = None) -> bool:
-    """``/health`` answers 200 and a 1-token completion succeeds."""
+    """``/health`` answers 200 and a 1-token completion succeeds. For replicas ("u1,u2"): at least one
+    of them is ready (the LM fails over to it)."""
+    if "," in base_url:
+        return any(is_ready(url, model, timeout_s, api_key) for url in base_url.split(",") if url.strip())
     root = base_url.rstrip("/").removesuffix("/v1")
     headers = {"Authorization": f"Bearer {api_key}"} if api_key and api_key != "EMPTY" else {}
     try:
@@ -134,7 +141,10 @@ class Engine:
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(OMP_NUM_THREADS=str(self.config.omp_threads),
+        cpus = self.config.cpus
+        if cpus:  # vLLM-CPU binds its OpenMP threads to these cores, one thread per core
+            env["VLLM_CPU_OMP_THREADS_BIND"] = ",".join(map(str, cpus))
+        env.update(OMP_NUM_THREADS=str(len(cpus) if cpus else self.config.omp_threads),
                    VLLM_CPU_KVCACHE_SPACE=str(self.config.kvcache_gib),
                    # vLLM-CPU otherwise keeps one core for itself and computes on the rest.
                    VLLM_CPU_NUM_OF_RESERVED_CPU=env.get("VLLM_CPU_NUM_OF_RESERVED_CPU", "0"),
@@ -146,6 +156,17 @@ class Engine:
 
     def start(self) -> "Engine":
         """Launch the server and block until it is ready (bounded by ``start_timeout_s``)."""
+        self.launch()
+        try:
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def launch(self) -> "Engine":
+        """Start the server process (and its watchdog when owned) without waiting for it: several
+        engines can then warm up at once before ``wait_ready``."""
         self.model_dir, self.served_model = resolve_model(self.config.model)
         for name, path in self.config.lora:
             if not (Path(path) / "adapter_config.json").is_file():
@@ -160,9 +181,13 @@ class Engine:
                                             start_new_session=True)
         self.pid = self.process.pid
         try:
+            if self.config.cpus:
+                os.sched_setaffinity(self.pid, self.config.cpus)
             if self.owned:
                 self._start_watchdog()
-            self.wait_ready()
+        except OSError as exc:
+            self.stop()
+            raise EngineStartError(f"could not bind the server to cpus {list(self.config.cpus)}: {exc}") from exc
         except BaseException:
             self.stop()
             raise

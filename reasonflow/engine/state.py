@@ -8,7 +8,14 @@ when no base URL is given: the detached engine if one is up, else one owned by t
 at exit, and by its lifeline watchdog when the process ends any other way (a signal, SIGKILL), so it
 never outlives its owner (see ``reasonflow.engine.server``).
 
-Not guaranteed: a state file from another machine or user is trusted as far as its pid and port.
+``up(config, replicas=N)`` starts N servers of the same model on this machine, each bound to its own
+share of the cores (``cpu_shares``: contiguous, as even as the count allows), all warming up at once.
+The state then lists every replica, and its ``base_url`` is theirs comma-separated: what
+``connect()`` and ``REASONFLOW_BASE_URL`` take for one LM over all of them. ``down()`` stops them all.
+Extra vLLM arguments (``EngineConfig.extra_args``) go to every replica.
+
+Not guaranteed: a state file from another machine or user is trusted as far as its pid and port;
+N replicas on N cores share memory bandwidth, so they need not be N times as fast as one.
 """
 
 from __future__ import annotations
@@ -18,29 +25,52 @@ import fcntl
 import json
 import threading
 import time
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from reasonflow.config import DEFAULT_ENGINE_STOP_GRACE_S, EngineConfig, home_dir
+from reasonflow.config import DEFAULT_ENGINE_STOP_GRACE_S, MAX_REPLICAS, EngineConfig, home_dir
 from reasonflow.engine.server import Engine, is_ready, pid_alive, stop_process_group
-from reasonflow.errors import EngineNotRunning
+from reasonflow.errors import ConfigError, EngineNotRunning
 
 
 @dataclass(frozen=True)
-class EngineState:
+class ReplicaState:
+    """One server of a detached engine: its process, URL, log and the cores it is bound to."""
+
     pid: int
     base_url: str
-    model: str
-    served_model: str
     log_path: str
-    started_at: float
-    lora: tuple[str, ...] = ()
+    cpus: tuple[int, ...] = ()
 
     def alive(self) -> bool:
         return pid_alive(self.pid)
 
+    def ready(self, served_model: str | None = None) -> bool:
+        return self.alive() and is_ready(self.base_url, served_model)
+
+
+@dataclass(frozen=True)
+class EngineState:
+    pid: int  # the first replica's
+    base_url: str  # every replica's URL, comma-separated
+    model: str
+    served_model: str
+    log_path: str  # the first replica's
+    started_at: float
+    lora: tuple[str, ...] = ()
+    replicas: tuple[ReplicaState, ...] = ()  # () in a state file from before replicas: the one above
+
+    def members(self) -> tuple[ReplicaState, ...]:
+        return self.replicas or (ReplicaState(self.pid, self.base_url, self.log_path),)
+
+    def alive(self) -> bool:
+        """Any replica's process is alive."""
+        return any(m.alive() for m in self.members())
+
     def ready(self) -> bool:
-        return self.alive() and is_ready(self.base_url, self.served_model)
+        """Every replica answers."""
+        return all(m.ready(self.served_model) for m in self.members())
 
 
 def state_path() -> Path:
@@ -51,6 +81,8 @@ def read_state() -> EngineState | None:
     try:
         data = json.loads(state_path().read_text())
         data["lora"] = tuple(data.get("lora", ()))
+        data["replicas"] = tuple(ReplicaState(**{**m, "cpus": tuple(m.get("cpus", ()))})
+                                 for m in data.get("replicas", ()))
         return EngineState(**data)
     except (OSError, ValueError, TypeError):
         return None
@@ -70,40 +102,80 @@ def _locked():
     return fh
 
 
-def up(config: EngineConfig | None = None) -> tuple[EngineState, bool]:
-    """Start a detached engine, or reuse the running one. Returns (state, started_now)."""
+def cpu_shares(replicas: int) -> list[tuple[int, ...]]:
+    """This process's usable cores split into ``replicas`` contiguous shares, as even as the count
+    allows (the first shares get the extra core). More replicas than cores is a ``ConfigError``."""
+    cores = sorted(os.sched_getaffinity(0))
+    if not 1 <= replicas <= min(len(cores), MAX_REPLICAS):
+        raise ConfigError(f"replicas must be in 1..{min(len(cores), MAX_REPLICAS)} (one core each at least; "
+                          f"{len(cores)} usable here, MAX_REPLICAS={MAX_REPLICAS}), got {replicas}")
+    size, extra = divmod(len(cores), replicas)
+    shares, start = [], 0
+    for i in range(replicas):
+        end = start + size + (i < extra)
+        shares.append(tuple(cores[start:end]))
+        start = end
+    return shares
+
+
+def up(config: EngineConfig | None = None, replicas: int = 1) -> tuple[EngineState, bool]:
+    """Start a detached engine of ``replicas`` servers, or reuse the running one. Returns (state,
+    started_now). One replica runs as configured (``config.cpus`` and ``omp_threads``); several are
+    each bound to a share of the cores (``cpu_shares``), on ports ``config.port + i`` if a port is set."""
     config = config or EngineConfig()
+    shares = cpu_shares(replicas) if replicas != 1 else [config.cpus]
     with _locked():
         state = read_state()
         if state is not None and state.ready():
+            if len(state.members()) != replicas:
+                raise ConfigError(f"an engine with {len(state.members())} replica(s) is up ({state.base_url}); "
+                                  f"run `reasonflow engine down` before starting {replicas}")
             return state, False
-        if state is not None and state.alive():
-            stop_process_group(state.pid, DEFAULT_ENGINE_STOP_GRACE_S)
-        engine = Engine(config=config, owned=False).start()  # detached: it outlives this command
-        state = EngineState(pid=engine.pid, base_url=engine.base_url, model=config.model,
-                            served_model=engine.served_model, log_path=str(engine.log_path),
-                            started_at=time.time(), lora=tuple(name for name, _ in config.lora))
+        if state is not None:
+            for member in state.members():
+                if member.alive():
+                    stop_process_group(member.pid, DEFAULT_ENGINE_STOP_GRACE_S)
+        engines = []
+        try:  # all replicas warm up at once; if one fails, none is left running
+            for i, cpus in enumerate(shares):
+                port = config.port + i if config.port else None
+                engines.append(Engine(config=replace(config, port=port, cpus=cpus), owned=False).launch())
+            for engine in engines:
+                engine.wait_ready()
+        except BaseException:
+            for engine in engines:
+                engine.stop()
+            raise
+        members = tuple(ReplicaState(e.pid, e.base_url, str(e.log_path), e.config.cpus) for e in engines)
+        first = engines[0]
+        state = EngineState(pid=first.pid, base_url=",".join(m.base_url for m in members), model=config.model,
+                            served_model=first.served_model, log_path=str(first.log_path),
+                            started_at=time.time(), lora=tuple(name for name, _ in config.lora),
+                            replicas=members)
         _write_state(state)
         return state, True
 
 
 def status() -> EngineState:
-    """The running engine's state; ``EngineNotRunning`` when there is none or it does not answer."""
+    """The running engine's state; ``EngineNotRunning`` when there is none or no replica answers
+    (``ReplicaState.ready`` tells which replicas of a partly answering engine are down)."""
     state = read_state()
     if state is None:
         raise EngineNotRunning("no engine is up; start one with `reasonflow engine up`")
-    if not state.ready():
+    if not any(m.ready(state.served_model) for m in state.members()):
         raise EngineNotRunning(f"the engine recorded in {state_path()} (pid {state.pid}) is not answering; "
                                f"see {state.log_path} or run `reasonflow engine up` again")
     return state
 
 
 def down(grace_s: float = DEFAULT_ENGINE_STOP_GRACE_S) -> EngineState | None:
-    """Stop the detached engine, if any. Returns the state it had."""
+    """Stop the detached engine (every replica), if any. Returns the state it had."""
     with _locked():
         state = read_state()
-        if state is not None and state.alive():
-            stop_process_group(state.pid, grace_s)
+        if state is not None:
+            for member in state.members():
+                if member.alive():
+                    stop_process_group(member.pid, grace_s)
         state_path().unlink(missing_ok=True)
         return state
 

@@ -5,6 +5,9 @@ for exactly ``max_tokens`` tokens (``ignore_eos``), for ``rounds`` rounds, and d
 tokens by the wall time. This is the denominator of every utilisation figure: achieved tok/s of a
 program divided by the peak at the same concurrency cap, measured in the same run.
 
+For replicas ("u1,u2") the concurrency is split across them (as evenly as it goes) and all are
+measured at once: the pool's peak, with the tokens summed over the longest replica's wall time.
+
 Not guaranteed: on a shared machine figures vary run to run; compare ratios from one run, not
 absolute numbers across runs.
 """
@@ -46,6 +49,14 @@ async def peak_throughput(base_url: str, concurrency: int, *, model: str | None 
     """Completion tok/s with ``concurrency`` requests in flight for ``rounds`` rounds. ``guided``
     adds a JSON-schema response format, as reasonflow's programs send (EOS is then left to the
     grammar, so a request may stop before ``max_tokens``)."""
+    urls = [u.strip() for u in base_url.split(",") if u.strip()]
+    if len(urls) > 1:
+        shares = [concurrency // len(urls) + (i < concurrency % len(urls)) for i in range(len(urls))]
+        parts = await asyncio.gather(*(peak_throughput(url, share, model=model, max_tokens=max_tokens, rounds=rounds,
+                                                       api_key=api_key, guided=guided)
+                                       for url, share in zip(urls, shares) if share))
+        return Throughput(concurrency, sum(p.requests for p in parts), sum(p.completion_tokens for p in parts),
+                          max(p.wall_s for p in parts))
     client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=600, max_retries=0)
     if model is None:
         model = (await client.models.list()).data[0].id

@@ -31,6 +31,7 @@ import dspy
 
 from reasonflow.config import Budget
 from reasonflow.options import Options
+from reasonflow.replicas import replica_affinity
 from reasonflow.result import Result, plain
 from reasonflow.search.task import Task
 from reasonflow.trace import Trace
@@ -194,7 +195,7 @@ class SearchStrategy(dspy.Module):
     async def aforward(self, question: str, **kwargs):
         trace = Trace(program=self.program_name, strategy=self.name, config=plain(self.settings()),
                       question=question, listener=trace_listener.get())
-        with track_usage() as usage:
+        with track_usage() as usage, replica_affinity():  # one run, one replica (its prefix cache)
             run = SearchRun(question=question, trace=trace, usage=usage, budget=self.budget)
             try:
                 await asyncio.wait_for(self.search(run), timeout=max(run.remaining_s(), 0.001))
