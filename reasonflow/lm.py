@@ -158,12 +158,8 @@ class VLLMLM(dspy.BaseLM):
             replica = self.pool.assign(n)
             try:
                 response = chat_request(replica.client, body, extra)
-            except openai.OpenAIError as exc:
-                delay = self._retry_delay(exc, replica, failed)
-                if delay is None:
-                    raise self._failed(exc, body, started, replica, failed) from exc
-            except json.JSONDecodeError as exc:
-                raise self._not_json(exc, replica.url) from exc
+            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+                delay = self._after_failure(exc, body, started, replica, failed)
             else:
                 return self._accept(response, body, started, replica, failed)
             finally:
@@ -179,12 +175,8 @@ class VLLMLM(dspy.BaseLM):
                 held = await gate.acquire(n) if gate else 0
                 started = started or time.perf_counter()
                 response = await chat_request(await replica.aclient(), body, extra)
-            except openai.OpenAIError as exc:
-                delay = self._retry_delay(exc, replica, failed)
-                if delay is None:
-                    raise self._failed(exc, body, started, replica, failed) from exc
-            except json.JSONDecodeError as exc:
-                raise self._not_json(exc, replica.url) from exc
+            except (openai.OpenAIError, json.JSONDecodeError) as exc:
+                delay = self._after_failure(exc, body, started, replica, failed)
             else:
                 return self._accept(response, body, started, replica, failed)
             finally:
@@ -192,6 +184,17 @@ class VLLMLM(dspy.BaseLM):
                     gate.release(held)
                 self.pool.release(replica, n)
             await asyncio.sleep(delay)
+
+    def _after_failure(self, exc: Exception, body: dict, started: float | None, replica: Replica,
+                       failed: list) -> float:
+        """The seconds to wait before the next attempt after ``exc`` on ``replica``; raises the typed
+        error when it is not retried (a body that is not JSON never is)."""
+        if isinstance(exc, json.JSONDecodeError):
+            raise self._not_json(exc, replica.url) from exc
+        delay = self._retry_delay(exc, replica, failed)
+        if delay is None:
+            raise self._failed(exc, body, started, replica, failed) from exc
+        return delay
 
     def _retry_delay(self, exc: openai.OpenAIError, replica: Replica, failed: list) -> float | None:
         """After an attempt on ``replica`` failed: seconds to wait before the next attempt, or None
