@@ -124,25 +124,25 @@ class StepSearch(SearchStrategy):
         scores: dict[str, asyncio.Future] = {}
         pipelined = evaluate and not (self.evaluator == "vote" and self.policy == "lm")  # a vote needs them all
 
-        async def propose(state: State) -> list[str]:
-            proposed = await self._propose(run, state)
+        async def propose(state: State):
+            proposed, prune = await self._propose(run, state), self._pruner(run, state)
             if pipelined:
                 for step in proposed:
                     steps = state.steps + (step,)
                     key = self._score_key(run.question, steps)
-                    if key not in scores and self._prune_reason(run, state, step) is None:
+                    if key not in scores and prune(step) is None:
                         scores[key] = asyncio.ensure_future(self._score(run.question, steps))
-            return proposed
+            return proposed, prune
 
         try:
             proposals = await asyncio.gather(*(propose(s) for s in states))
             children, seen = [], {}
-            for state, steps_proposed in zip(states, proposals):
+            for state, (steps_proposed, prune) in zip(states, proposals):
                 for i, step in enumerate(steps_proposed):
                     steps = state.steps + (step,)
                     node = run.trace.add_node(text=step, parent=state.node, status="proposed", action=f"propose {i}")
                     key = self.key(run.question, steps)
-                    reason = f"duplicate of {seen[key]}" if key in seen else self._prune_reason(run, state, step)
+                    reason = f"duplicate of {seen[key]}" if key in seen else prune(step)
                     if reason:
                         run.trace.update(node, status="pruned", reason=reason)
                     else:
@@ -159,13 +159,20 @@ class StepSearch(SearchStrategy):
             for pending in scores.values():
                 pending.cancel()
 
-    def _prune_reason(self, run: SearchRun, state: State, step: str) -> str | None:
-        """Why a proposed step cannot be a child (outside the action space, illegal), or None."""
-        if self.task.actions and step not in set(self.task.actions(run.question, list(state.steps))):
-            return "outside the action space"
-        if not step or (self.task.validate_step and not self.task.validate_step(run.question, list(state.steps), step)):
-            return "illegal step"
-        return None
+    def _pruner(self, run: SearchRun, state: State) -> Callable[[str], str | None]:
+        """For one state (its action space computed once): why a proposed step cannot be a child
+        (outside the action space, illegal), or None."""
+        steps = list(state.steps)
+        allowed = set(self.task.actions(run.question, steps)) if self.task.actions else None
+
+        def reason(step: str) -> str | None:
+            if allowed is not None and step not in allowed:
+                return "outside the action space"
+            if not step or (self.task.validate_step and not self.task.validate_step(run.question, steps, step)):
+                return "illegal step"
+            return None
+
+        return reason
 
     async def _propose(self, run: SearchRun, state: State) -> list[str]:
         """The proposed next steps of one state: one guided ``n=proposals`` request, or the baseline."""
