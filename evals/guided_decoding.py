@@ -52,7 +52,8 @@ async def run_program(name: str, examples, lm, concurrency: int) -> dict:
             except Exception as exc:  # every failure is a data point here, never a crash
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
                 return
-            parsed += getattr(pred, "answer", None) is not None or name.startswith("game24")
+            # cot: an answer is a parsed completion; a search that runs to its end has parsed every call
+            parsed += getattr(pred, "answer", None) is not None or getattr(pred, "trace", None) is not None
             trace = getattr(pred, "trace", None)
             if trace is not None:
                 nodes = [d for _, d in trace.graph.nodes(data=True) if d.get("depth", 0) > 0]
