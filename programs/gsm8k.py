@@ -26,6 +26,7 @@ import re
 import dspy
 
 from reasonflow.checking import extract_number, numeric_equivalent
+from reasonflow.checking import numeric
 from reasonflow.checking.numeric import eval_arithmetic
 from reasonflow.errors import ConfigError
 from reasonflow.registry import register
@@ -83,8 +84,7 @@ class ProposeGSM8KStatement(dspy.Signature):
     next_step: str = dspy.OutputField(desc="one statement, e.g. n1 = 48 / 2", max_chars=120)
 
 
-# ones, halves, weeks, dozens, days, weeks a year, hours, percent, days a year
-UNIT_CONSTANTS = ("1", "2", "7", "12", "24", "52", "60", "100", "365")
+UNIT_CONSTANTS = tuple(str(c) for c in numeric.UNIT_CONSTANTS)  # as the grammar writes them
 MAX_OPERANDS = 4
 _QUESTION_NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?")
 

@@ -24,6 +24,10 @@ from numbers import Number
 from reasonflow.errors import ConfigError
 
 DEFAULT_REL_TOL = 1e-6
+# Numbers a word problem's program may use without the question stating them (ones, halves, weeks,
+# dozens, days, weeks a year, hours, percent, days a year): bounded programs may write them, and
+# augmentation never perturbs them.
+UNIT_CONSTANTS = (1, 2, 7, 12, 24, 52, 60, 100, 365)
 MAX_NUMBER_DIGITS = 200  # longer digit runs are not answers; also keeps int() under Python's str limit
 
 # A sign counts only when it does not follow a word, digit or closing bracket ("5-3" is a subtraction,

@@ -36,6 +36,7 @@ from collections import Counter
 from dataclasses import replace
 from fractions import Fraction
 
+from reasonflow.checking import numeric
 from reasonflow.checking.numeric import canonical, eval_arithmetic
 from reasonflow.errors import ConfigError
 from reasonflow.finetune.data import PROGRAM_SEPARATOR, SFTExample
@@ -44,7 +45,7 @@ MAX_MULTIPLIER = 16  # variants per gold example
 TRIES_PER_VARIANT = 4  # draws per wanted variant before giving up on an example
 MAX_ANSWER_SCALE = 20.0  # a variant's answer stays within 1/20x..20x of the original's magnitude
 MAX_ANSWER_DECIMALS = 2  # a fractional answer (money) keeps at most this many decimal places
-UNIT_CONSTANTS = frozenset({1, 2, 7, 12, 24, 52, 60, 100, 365})  # programs.gsm8k.UNIT_CONSTANTS: never perturbed
+UNIT_CONSTANTS = frozenset(numeric.UNIT_CONSTANTS)  # never perturbed
 YEARS = (1900, 2100)
 
 # A plain number: not part of a word, a time (3:30), a date or a fraction (1/2), no sign.
