@@ -17,7 +17,7 @@ Not guaranteed: ``samples``/``votes`` are None for strategies that do not sample
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import asdict, dataclass, field, is_dataclass, replace
 from typing import Any
 
 import dspy
@@ -106,7 +106,7 @@ class Result:
         trace = getattr(pred, "trace", None)
         if not isinstance(trace, Trace):
             trace = fallback_trace(program, question, result, usage, listener)
-        return cls(**{**result.__dict__, "trace": trace})
+        return replace(result, trace=trace)
 
 
 def fallback_trace(program: str, question: str, result: Result, usage: dict, listener=None) -> Trace:
