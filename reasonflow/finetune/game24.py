@@ -7,16 +7,20 @@ benchmark's rows 901-1000 are refused) and makes, per puzzle, with a seeded RNG:
   reachable, along ``PROPOSE_PATHS`` random solution paths (the move drawn uniformly from the good
   moves, so over many examples the target is the distribution of good moves, not one of them);
 - **value** examples: states after 1 and 2 moves, ``sure`` when 24 is still reachable and
-  ``impossible`` when not (``checking.game24.reachable``: exhaustive, exact), ``VALUE_PER_CLASS`` of
-  each class per depth, so the classes are balanced although most states are dead.
+  ``impossible`` when not (``checking.game24.reachable``: exhaustive, exact). The classes are balanced
+  per depth over all the puzzles, *after* merging identical states: ``VALUE_PER_CLASS`` examples of
+  each class per depth per puzzle. Dead states are drawn weighted by how many puzzles reach them (a
+  proxy for how often the search meets them); the few distinct reachable states are repeated evenly
+  to fill their share (rows 1-900 reach only 147 distinct reachable two-number states among 23,864,
+  so a per-puzzle balance merged to 147 against ~1,800 and the value learnt to say ``impossible``).
 
 Inputs are what the search sends (``programs.game24.inputs``: the numbers left), rendered by the
 signatures of ``game24.tot``'s own predictors (formats ``g24-propose`` / ``g24-value``).
 ``search_examples(bench_dir)`` keeps the moves along the model's own solved search paths from a bench
 run's traces (expert iteration round 2).
 
-Not guaranteed: identical (input, target) pairs within one call are kept once, so a puzzle may give
-fewer examples than the maxima.
+Not guaranteed: identical propose (input, target) pairs within one call are kept once, so a puzzle may
+give fewer propose examples than the maxima; value examples repeat reachable states on purpose.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from reasonflow.finetune.data import SFTExample, bench_rows
 DATASET = "game24"
 TRAIN_ROWS = GAME24_TRAIN_ROWS
 PROPOSE_PATHS = 2  # random solution paths per puzzle, each giving a move at 4, 3 and 2 numbers left
-VALUE_PER_CLASS = 2  # sure and impossible states per depth (1 and 2 moves made) per puzzle
+VALUE_PER_CLASS = 2  # value examples of each class (sure, impossible) per depth (1 and 2 moves made) per puzzle
 
 
 def _numbers(state) -> str:
@@ -53,7 +57,7 @@ def _value(puzzle, state, source: str = "gold:exact") -> SFTExample:
 
 
 def puzzle_examples(puzzle, rng: random.Random) -> list[SFTExample]:
-    """The propose and value examples of one puzzle (see the module docstring)."""
+    """The propose examples of one puzzle (see the module docstring)."""
     root = start_state(puzzle.question)
     out = []
     for _ in range(PROPOSE_PATHS if reachable(root) else 0):
@@ -62,13 +66,40 @@ def puzzle_examples(puzzle, rng: random.Random) -> list[SFTExample]:
             move = rng.choice(good_moves(state))
             out.append(_propose(puzzle, state, move, "gold:exact"))
             state = dict(legal_moves(state))[move]
-    depth1 = sorted({after for _, after in legal_moves(root)})
-    depth2 = sorted({after for s in depth1 for _, after in legal_moves(s)})
-    for states in (depth1, depth2):
-        for label in (True, False):
-            pool = [s for s in states if reachable(s) == label]
-            out += [_value(puzzle, s) for s in rng.sample(pool, min(VALUE_PER_CLASS, len(pool)))]
     return out
+
+
+def value_states(puzzles) -> dict[int, Counter]:
+    """Per depth (moves made), each distinct state after 1 and 2 moves -> the puzzles that reach it."""
+    by_depth: dict[int, Counter] = {1: Counter(), 2: Counter()}
+    first_seen: dict = {}
+    for puzzle in puzzles:
+        depth1 = {after for _, after in legal_moves(start_state(puzzle.question))}
+        depth2 = {after for s in depth1 for _, after in legal_moves(s)}
+        for depth, states in ((1, depth1), (2, depth2)):
+            by_depth[depth].update(states)
+            for s in states:
+                first_seen.setdefault(s, puzzle)
+    return {depth: Counter({(s, first_seen[s]): n for s, n in states.items()}) for depth, states in by_depth.items()}
+
+
+def balanced_values(puzzles, rng: random.Random) -> tuple[list[SFTExample], dict]:
+    """``VALUE_PER_CLASS * len(puzzles)`` value examples per class per depth (see the module docstring)."""
+    wanted = VALUE_PER_CLASS * len(puzzles)
+    out, counts = [], Counter()
+    for depth, states in value_states(puzzles).items():
+        for label in (True, False):
+            pool = sorted((key for key in states if reachable(key[0]) == label), key=lambda k: k[0])
+            counts[f"depth{depth}:{'sure' if label else 'impossible'}:distinct"] = len(pool)
+            if not pool:
+                continue
+            if len(pool) >= wanted:  # weighted sampling without replacement (Efraimidis-Spirakis keys)
+                chosen = sorted(pool, key=lambda k: rng.random() ** (1.0 / states[k]), reverse=True)[:wanted]
+            else:  # every distinct state, repeated evenly up to the class's share
+                chosen = pool * (wanted // len(pool)) + rng.sample(pool, wanted % len(pool))
+            out += [_value(puzzle, state) for state, puzzle in chosen]
+    rng.shuffle(out)
+    return out, counts
 
 
 def exact_examples(count: int, *, offset: int = 0, seed: int = 0,
@@ -83,13 +114,15 @@ def exact_examples(count: int, *, offset: int = 0, seed: int = 0,
     kept, seen, counts = [], set(), Counter()
     for puzzle in puzzles:
         for ex in puzzle_examples(puzzle, random.Random(f"{seed}|{puzzle.id}")):
-            key = (ex.format, json.dumps(ex.inputs), json.dumps(ex.outputs))
+            key = (json.dumps(ex.inputs), json.dumps(ex.outputs))
             counts[f"{ex.format}:{'kept' if key not in seen else 'duplicate'}"] += 1
             if key not in seen:
                 seen.add(key)
                 kept.append(ex)
-    counts.update(f"g24-value:{ex.outputs['verdict']}" for ex in kept if ex.format == "g24-value")
-    return kept, {"puzzles": len(puzzles), "rows": [offset + 1, offset + len(puzzles)], **dict(sorted(counts.items()))}
+    values, value_counts = balanced_values(puzzles, random.Random(f"{seed}|values"))
+    counts.update(value_counts)
+    counts.update(f"g24-value:{ex.outputs['verdict']}" for ex in values)
+    return kept + values, {"puzzles": len(puzzles), "rows": [offset + 1, offset + len(puzzles)], **dict(sorted(counts.items()))}
 
 
 def search_examples(bench_dir: str | Path) -> tuple[list[SFTExample], dict]:
