@@ -1,9 +1,12 @@
 """How good is a model's Game of 24 value? Accuracy and ranking on exactly labelled test states.
 
     python evals/game24_value.py --data-dir ../shared/data [--model game24-tot] [--states 400] [--base-url URL]
+    python evals/game24_value.py --data-dir ../shared/data --per-class 100   # balanced: 100 of each class per depth
 
 States come from the benchmark rows 901-1000 (never trained on): random 1- and 2-move paths from each
-puzzle, seeded, labelled reachable or not by exhaustive search. Each state is valued by
+puzzle, seeded, labelled reachable or not by exhaustive search. By default they come as random moves
+meet them (after two moves about 2% are reachable, so an AUC there rests on a handful of states);
+``--per-class N`` draws N distinct reachable and N distinct dead states per depth instead. Each state is valued by
 ``game24.tot``'s own Value predictor, as the search calls it (verdict probabilities from logprobs).
 Prints, overall and per depth: the verdict's accuracy (``sure`` = reachable) against the
 majority-class rate, recall on each class, and the AUC of the value score (the chance that a
@@ -43,6 +46,25 @@ def sample_states(puzzles: list[str], count: int, seed: int) -> list[dict]:
     return states
 
 
+def balanced_states(puzzles: list[str], per_class: int, seed: int) -> list[dict]:
+    """``per_class`` distinct reachable and dead states per depth, each on a random path of its puzzle."""
+    rng = random.Random(seed)
+    pools: dict = {}
+    for question in puzzles:
+        frontier = [([], start_state(question))]
+        for depth in (1, 2):
+            frontier = [(steps + [move], after) for steps, state in frontier for move, after in legal_moves(state)]
+            for steps, state in frontier:
+                pools.setdefault((depth, reachable(state)), {}).setdefault((question, state), steps)
+    states = []
+    for (depth, label), pool in sorted(pools.items()):
+        if len(pool) < per_class:
+            raise SystemExit(f"only {len(pool)} distinct {'reachable' if label else 'dead'} states at depth {depth}")
+        for (question, _), steps in rng.sample(sorted(pool.items()), per_class):
+            states.append({"question": question, "steps": steps, "depth": depth, "reachable": label})
+    return states
+
+
 def summary(rows: list[dict]) -> dict:
     pos = [r for r in rows if r["reachable"]]
     neg = [r for r in rows if not r["reachable"]]
@@ -72,14 +94,18 @@ def main() -> None:
     parser.add_argument("--base-url")
     parser.add_argument("--model", help="served model or adapter (default: the first one served)")
     parser.add_argument("--states", type=int, default=400)
+    parser.add_argument("--per-class", type=int, default=0,
+                        help="> 0: this many distinct reachable and dead states per depth instead of --states")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
     puzzles = [ex.question for ex in load("game24", data_dir=args.data_dir, offset=900, limit=100)]
-    states = sample_states(puzzles, args.states, args.seed)
+    states = (balanced_states(puzzles, args.per_class, args.seed) if args.per_class > 0
+              else sample_states(puzzles, args.states, args.seed))
     lm = reasonflow.configure(args.base_url, args.model, temperature=0.0)
     asyncio.run(value_all(states, args.concurrency))
     report = {"model": lm.served_model, "prompt_format": getattr(lm, "prompt_format", "json"), "seed": args.seed,
+              "sampling": f"balanced, {args.per_class} per class per depth" if args.per_class > 0 else "random moves",
               "all": summary(states), **{f"depth {d}": summary([s for s in states if s["depth"] == d]) for d in (1, 2)}}
     for name in ("all", "depth 1", "depth 2"):
         r = report[name]

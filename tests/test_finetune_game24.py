@@ -41,6 +41,25 @@ def test_every_label_is_exact(data_dir):
             assert reachable(dict(legal_moves(state))[ex.outputs["next_step"]])
 
 
+def test_value_classes_are_balanced_per_depth_after_merging_identical_states(data_dir):
+    from reasonflow.finetune.game24 import VALUE_PER_CLASS
+
+    puzzles = 60
+    examples, counts = exact_examples(puzzles, data_dir=data_dir)
+    values = [ex for ex in examples if ex.format == "g24-value"]
+    per_class = Counter((len(ex.inputs["numbers"].split()), ex.outputs["verdict"]) for ex in values)
+    assert per_class == {(n, v): VALUE_PER_CLASS * puzzles for n in (2, 3) for v in ("sure", "impossible")}
+    # few distinct reachable two-number states: each is repeated to fill its share, none is invented
+    distinct_sure = {ex.inputs["numbers"] for ex in values if ex.outputs["verdict"] == "sure"
+                     and len(ex.inputs["numbers"].split()) == 2}
+    assert len(distinct_sure) == counts["depth2:sure:distinct"] < VALUE_PER_CLASS * puzzles
+    dead = [ex.inputs["numbers"] for ex in values if ex.outputs["verdict"] == "impossible"]
+    assert len(set(dead)) == len(dead)  # plenty of dead states: drawn without repeats
+    ids = {ex.id for ex in load("game24", split="train", data_dir=data_dir, limit=puzzles)}
+    assert {ex.id for ex in values} <= ids
+    assert exact_examples(puzzles, data_dir=data_dir)[0] == examples  # seeded
+
+
 def test_no_benchmark_puzzle_reaches_the_default_recipes_data(data_dir):
     recipe = Recipe(task="game24", gold=(("exact", TRAIN_ROWS),), data_dir=str(data_dir))
     examples, _ = collect_gold(recipe)
