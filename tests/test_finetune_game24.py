@@ -41,6 +41,22 @@ def test_every_label_is_exact(data_dir):
             assert reachable(dict(legal_moves(state))[ex.outputs["next_step"]])
 
 
+def test_every_reachable_deeper_state_is_taught_with_every_good_move(data_dir):
+    from reasonflow.finetune.game24 import PROPOSE_FIRST_MOVES
+
+    puzzles = load("game24", split="train", data_dir=data_dir, limit=40)
+    examples, _ = exact_examples(40, data_dir=data_dir)
+    taught = {(state_of(ex.inputs["numbers"]), ex.outputs["next_step"]) for ex in examples if ex.format == "g24-propose"}
+    wanted = set()
+    for puzzle in puzzles:
+        depth1 = {after for _, after in legal_moves(start_state(puzzle.question))}
+        for state in depth1 | {after for s in depth1 for _, after in legal_moves(s)}:
+            wanted |= {(state, move) for move in good_moves(state)} if reachable(state) else set()
+    assert wanted and wanted <= taught
+    roots = Counter(state for state, _ in taught if len(state) == 4)
+    assert roots and max(roots.values()) <= PROPOSE_FIRST_MOVES
+
+
 def test_value_classes_are_balanced_per_depth_after_merging_identical_states(data_dir):
     from reasonflow.finetune.game24 import VALUE_PER_CLASS
 
@@ -48,11 +64,11 @@ def test_value_classes_are_balanced_per_depth_after_merging_identical_states(dat
     examples, counts = exact_examples(puzzles, data_dir=data_dir)
     values = [ex for ex in examples if ex.format == "g24-value"]
     per_class = Counter((len(ex.inputs["numbers"].split()), ex.outputs["verdict"]) for ex in values)
-    assert per_class == {(n, v): VALUE_PER_CLASS * puzzles for n in (2, 3) for v in ("sure", "impossible")}
+    assert per_class == {(4 - depth, v): VALUE_PER_CLASS[depth] * puzzles for depth in (1, 2) for v in ("sure", "impossible")}
     # few distinct reachable two-number states: each is repeated to fill its share, none is invented
     distinct_sure = {ex.inputs["numbers"] for ex in values if ex.outputs["verdict"] == "sure"
                      and len(ex.inputs["numbers"].split()) == 2}
-    assert len(distinct_sure) == counts["depth2:sure:distinct"] < VALUE_PER_CLASS * puzzles
+    assert len(distinct_sure) == counts["depth2:sure:distinct"] < VALUE_PER_CLASS[2] * puzzles
     dead = [ex.inputs["numbers"] for ex in values if ex.outputs["verdict"] == "impossible"]
     assert len(set(dead)) == len(dead)  # plenty of dead states: drawn without repeats
     ids = {ex.id for ex in load("game24", split="train", data_dir=data_dir, limit=puzzles)}

@@ -3,13 +3,17 @@
 ``exact_examples(count)`` reads puzzles from the TRAIN rows only (rows 1-900 of the ToT CSV; the
 benchmark's rows 901-1000 are refused) and makes, per puzzle, with a seeded RNG:
 
-- **propose** examples: a state on a path to 24 (4, 3 or 2 numbers left) and one move that keeps 24
-  reachable, along ``PROPOSE_PATHS`` random solution paths (the move drawn uniformly from the good
-  moves, so over many examples the target is the distribution of good moves, not one of them);
+- **propose** examples: a state and one move that keeps 24 reachable. From each puzzle,
+  ``PROPOSE_FIRST_MOVES`` first moves drawn uniformly from its good moves (over many examples the
+  target is the distribution of good moves, not one of them); after one and two moves, every distinct
+  reachable state the puzzles reach, once with each of its good moves. (Drawing whole random solution
+  paths instead, and merging identical pairs, left 481 of the 1,045 reachable three-number states and
+  77 of the 147 two-number ones, against 1,540 first moves, and the proposer after one move did barely
+  better than chance);
 - **value** examples: states after 1 and 2 moves, ``sure`` when 24 is still reachable and
   ``impossible`` when not (``checking.game24.reachable``: exhaustive, exact). The classes are balanced
-  per depth over all the puzzles, *after* merging identical states: ``VALUE_PER_CLASS`` examples of
-  each class per depth per puzzle. Dead states are drawn weighted by how many puzzles reach them (a
+  per depth over all the puzzles, *after* merging identical states: ``VALUE_PER_CLASS[depth]``
+  examples of each class per puzzle (more after two moves, where selection keeps 5 of ~40 states). Dead states are drawn weighted by how many puzzles reach them (a
   proxy for how often the search meets them); the few distinct reachable states are repeated evenly
   to fill their share (rows 1-900 reach only 147 distinct reachable two-number states among 23,864,
   so a per-puzzle balance merged to 147 against ~1,800 and the value learnt to say ``impossible``).
@@ -38,8 +42,8 @@ from reasonflow.finetune.data import SFTExample, bench_rows
 
 DATASET = "game24"
 TRAIN_ROWS = GAME24_TRAIN_ROWS
-PROPOSE_PATHS = 2  # random solution paths per puzzle, each giving a move at 4, 3 and 2 numbers left
-VALUE_PER_CLASS = 2  # value examples of each class (sure, impossible) per depth (1 and 2 moves made) per puzzle
+PROPOSE_FIRST_MOVES = 2  # good first moves drawn per puzzle (identical ones merged)
+VALUE_PER_CLASS = {1: 1, 2: 2}  # value examples of each class (sure, impossible) per puzzle, by moves made
 
 
 def _numbers(state) -> str:
@@ -56,21 +60,22 @@ def _value(puzzle, state, source: str = "gold:exact") -> SFTExample:
                       {"verdict": "sure" if reachable(state) else "impossible"}, {"numbers": _numbers(state)})
 
 
-def puzzle_examples(puzzle, rng: random.Random) -> list[SFTExample]:
-    """The propose examples of one puzzle (see the module docstring)."""
+def first_moves(puzzle, rng: random.Random) -> list[SFTExample]:
+    """``PROPOSE_FIRST_MOVES`` good first moves of one puzzle, drawn uniformly (none when it is unsolvable)."""
     root = start_state(puzzle.question)
-    out = []
-    for _ in range(PROPOSE_PATHS if reachable(root) else 0):
-        state = root
-        while len(state) > 1:
-            move = rng.choice(good_moves(state))
-            out.append(_propose(puzzle, state, move, "gold:exact"))
-            state = dict(legal_moves(state))[move]
-    return out
+    moves = good_moves(root) if reachable(root) else []
+    return [_propose(puzzle, root, rng.choice(moves), "gold:exact") for _ in range(PROPOSE_FIRST_MOVES if moves else 0)]
+
+
+def deeper_moves(by_depth: dict[int, Counter]) -> list[SFTExample]:
+    """Every distinct reachable state after one and two moves, once with each of its good moves."""
+    return [_propose(puzzle, state, move, "gold:exact")
+            for depth in sorted(by_depth) for state, puzzle in sorted(by_depth[depth], key=lambda k: k[0])
+            if reachable(state) for move in good_moves(state)]
 
 
 def value_states(puzzles) -> dict[int, Counter]:
-    """Per depth (moves made), each distinct state after 1 and 2 moves -> the puzzles that reach it."""
+    """Per depth (moves made): (state, the first puzzle reaching it) -> how many puzzles reach that state."""
     by_depth: dict[int, Counter] = {1: Counter(), 2: Counter()}
     first_seen: dict = {}
     for puzzle in puzzles:
@@ -83,11 +88,11 @@ def value_states(puzzles) -> dict[int, Counter]:
     return {depth: Counter({(s, first_seen[s]): n for s, n in states.items()}) for depth, states in by_depth.items()}
 
 
-def balanced_values(puzzles, rng: random.Random) -> tuple[list[SFTExample], dict]:
-    """``VALUE_PER_CLASS * len(puzzles)`` value examples per class per depth (see the module docstring)."""
-    wanted = VALUE_PER_CLASS * len(puzzles)
+def balanced_values(by_depth: dict[int, Counter], puzzles: int, rng: random.Random) -> tuple[list[SFTExample], dict]:
+    """``VALUE_PER_CLASS[depth] * puzzles`` value examples per class per depth (see the module docstring)."""
     out, counts = [], Counter()
-    for depth, states in value_states(puzzles).items():
+    for depth, states in by_depth.items():
+        wanted = VALUE_PER_CLASS[depth] * puzzles
         for label in (True, False):
             pool = sorted((key for key in states if reachable(key[0]) == label), key=lambda k: k[0])
             counts[f"depth{depth}:{'sure' if label else 'impossible'}:distinct"] = len(pool)
@@ -111,15 +116,16 @@ def exact_examples(count: int, *, offset: int = 0, seed: int = 0,
         raise ConfigError(f"Game of 24 training puzzles are rows 1-{TRAIN_ROWS}: offset {offset} + count {count} "
                           f"would reach the benchmark rows {TRAIN_ROWS + 1}-1000")
     puzzles = datasets_.load(DATASET, split="train", data_dir=data_dir, offset=offset, limit=count)
+    states = value_states(puzzles)
+    proposals = [ex for puzzle in puzzles for ex in first_moves(puzzle, random.Random(f"{seed}|{puzzle.id}"))]
     kept, seen, counts = [], set(), Counter()
-    for puzzle in puzzles:
-        for ex in puzzle_examples(puzzle, random.Random(f"{seed}|{puzzle.id}")):
-            key = (json.dumps(ex.inputs), json.dumps(ex.outputs))
-            counts[f"{ex.format}:{'kept' if key not in seen else 'duplicate'}"] += 1
-            if key not in seen:
-                seen.add(key)
-                kept.append(ex)
-    values, value_counts = balanced_values(puzzles, random.Random(f"{seed}|values"))
+    for ex in proposals + deeper_moves(states):
+        key = (json.dumps(ex.inputs), json.dumps(ex.outputs))
+        counts[f"{ex.format}:{'kept' if key not in seen else 'duplicate'}"] += 1
+        if key not in seen:
+            seen.add(key)
+            kept.append(ex)
+    values, value_counts = balanced_values(states, len(puzzles), random.Random(f"{seed}|values"))
     counts.update(value_counts)
     counts.update(f"g24-value:{ex.outputs['verdict']}" for ex in values)
     return kept + values, {"puzzles": len(puzzles), "rows": [offset + 1, offset + len(puzzles)], **dict(sorted(counts.items()))}
