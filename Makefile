@@ -60,13 +60,18 @@ bench: install
 	$(PY) evals/math_bench.py --dataset game24 --offset 900 --limit 10 --programs cot --data-dir $(DATA_DIR) \
 	    --out $(OUT)/game24-cot || status=$$?; \
 	$(VENV)/bin/reasonflow engine down; exit $$status
-	# The fine-tuned adapter served merged into the base weights: vLLM-CPU decodes LoRA ~3x slower.
-	[ -f $(G24_MERGED)/reasonflow-merged.json ] || $(VENV)/bin/reasonflow merge programs/adapters/$(G24_ADAPTER) --out $(G24_MERGED)
+	$(MAKE) --no-print-directory $(G24_MERGED)/reasonflow-merged.json
 	$(VENV)/bin/reasonflow engine up --model $(G24_MERGED)
 	status=0; \
 	$(PY) evals/math_bench.py --dataset game24 --offset 900 --limit 100 --programs tot,tot:random,tot:exact \
 	    --model $(G24_ADAPTER) --concurrency 16 --data-dir $(DATA_DIR) --out $(OUT)/game24-tot || status=$$?; \
 	$(VENV)/bin/reasonflow engine down; exit $$status
+
+# The fine-tuned adapter served merged into the base weights (vLLM-CPU decodes LoRA ~3x slower),
+# merged again whenever the committed adapter changes.
+$(G24_MERGED)/reasonflow-merged.json: programs/adapters/$(G24_ADAPTER)/adapter_model.safetensors programs/adapters/$(G24_ADAPTER)/reasonflow-adapter.json
+	rm -rf $(G24_MERGED)
+	$(VENV)/bin/reasonflow merge programs/adapters/$(G24_ADAPTER) --out $(G24_MERGED)
 
 test: install browser sandbox
 	REASONFLOW_DATA_DIR=$(DATA_DIR) $(PY) -m pytest -ra
