@@ -1,7 +1,8 @@
 """Print where an embedded engine start goes: spawn, imports, engine and worker processes, model load,
 compile, warm-up, API server, first token.
 
-    python evals/engine_start.py [--model NAME] [--cold] [--json]
+    python evals/engine_start.py [--model NAME] [--cold] [--json] [-- VLLM ARGS]
+    python evals/engine_start.py -- -O0        # eager: no torch.compile, so no compile warm-up
 
 It starts ``reasonflow.Engine`` as ``reasonflow engine up`` would and follows the engine's log while
 it starts, stamping the moment each milestone's line first appears (``MILESTONES``); a phase is the
@@ -87,7 +88,7 @@ class LogFollower(threading.Thread):
                     time.sleep(0.05)
 
 
-def measure(model: str | None, cold: bool) -> dict:
+def measure(model: str | None, cold: bool, vllm_args: tuple[str, ...] = ()) -> dict:
     from reasonflow.config import home_dir
     from reasonflow.engine import Engine
     from reasonflow.engine.server import free_port
@@ -96,7 +97,7 @@ def measure(model: str | None, cold: bool) -> dict:
         cache = tempfile.mkdtemp(prefix="reasonflow-cold-")
         os.environ.update(VLLM_CACHE_ROOT=cache, TORCHINDUCTOR_CACHE_DIR=str(Path(cache) / "inductor"))
     port = free_port()
-    engine = Engine(model, port=port)
+    engine = Engine(model, port=port, extra_args=tuple(vllm_args))
     t0 = time.perf_counter()
     follower = LogFollower(home_dir() / "logs" / f"engine-{port}.log", t0)
     follower.start()
@@ -108,7 +109,7 @@ def measure(model: str | None, cold: bool) -> dict:
         follower.done.set()
         follower.join(5)
     spawned = follower.lines[0][0] if follower.lines else None
-    return {"kind": "cold" if cold else "warm", "ready_s": round(ready, 2),
+    return {"kind": "cold" if cold else "warm", "vllm_args": list(vllm_args), "ready_s": round(ready, 2),
             "first_log_line_s": round(spawned, 2) if spawned is not None else None,
             "milestones": milestones(follower.lines, ready), "not_seen": _not_seen(follower.lines),
             "self_reported": self_reported(follower.lines)}
@@ -123,12 +124,13 @@ def main() -> None:
     parser.add_argument("--model", help="engine model (default: the embedded one)")
     parser.add_argument("--cold", action="store_true", help="start with empty vLLM and inductor caches")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    parser.add_argument("vllm_args", nargs="*", help="after --: passed to vLLM as they are (EngineConfig.extra_args)")
     args = parser.parse_args()
-    result = measure(args.model, args.cold)
+    result = measure(args.model, args.cold, tuple(args.vllm_args))
     if args.json:
         print(json.dumps(result, indent=2))
         return
-    print(f"{result['kind']} start: ready after {result['ready_s']:.1f} s "
+    print(f"{result['kind']} start{' with ' + ' '.join(args.vllm_args) if args.vllm_args else ''}: ready after {result['ready_s']:.1f} s "
           f"(first engine log line at {result['first_log_line_s']} s)")
     for row in result["milestones"]:
         print(f"  {row['milestone']:<28} at {row['at_s']:7.2f} s   phase {row['phase_s']:6.2f} s")
