@@ -4,7 +4,8 @@ Each request pops the next behaviour from ``script`` (the last one repeats): a d
 callable(request body) returning one, "stall", "reset", or an (status, body, headers) error tuple.
 Every reply waits ``delay_s`` first. Arrival times and bodies are logged. ``GET /metrics`` answers
 Prometheus text: vLLM's prefix-cache counters, ``metrics_per_request`` hits and queries added per
-chat request. ``GET /version`` answers ``{"version": server.version}`` as vLLM does. ``port`` binds a given port (default: a free one).
+chat request. ``GET /version`` answers ``{"version": server.version}`` as vLLM does. ``port`` binds a
+given port (default: a free one).
 """
 
 from __future__ import annotations

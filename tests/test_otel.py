@@ -105,7 +105,8 @@ def test_a_request_for_n_proposals_hangs_under_the_state_it_expanded(spans):
     graph = pred.trace.graph
     nodes = {s.attributes["reasonflow.node.id"]: s for s in spans.get_finished_spans() if s.name == "reasonflow.node"}
     for span in (s for s in spans.get_finished_spans() if s.name.startswith("chat ")):
-        listed = [nid for nid, attrs in graph.nodes(data=True) if span.attributes["reasonflow.call.id"] in attrs["calls"]]
+        call = span.attributes["reasonflow.call.id"]
+        listed = [nid for nid, attrs in graph.nodes(data=True) if call in attrs["calls"]]
         owner = next(nid for nid, s in nodes.items() if s.context.span_id == span.parent.span_id)
         if len(listed) > 1:
             assert {p for nid in listed for p in graph.predecessors(nid)} == {owner}

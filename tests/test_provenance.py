@@ -171,7 +171,8 @@ def test_cli_records_its_own_arguments_and_writes_the_lm_eval_layout(tmp_path, d
     lm.base_url, lm.served_model = "http://127.0.0.1:9/v1", "scripted"  # nothing listens: no metrics, no peak
     seen = {}
     monkeypatch.setattr("reasonflow.lm.connect", lambda base_url=None, model=None, **kw: seen.update(kw) or lm)
-    argv = ["--api-key", "sk-test", "--dataset", "gsm8k", "--limit", "4", "--programs", "cot,sc@3", "--out", str(tmp_path / "out"),
+    argv = ["--api-key", "sk-test", "--dataset", "gsm8k", "--limit", "4", "--programs", "cot,sc@3",
+            "--out", str(tmp_path / "out"),
             "--data-dir", str(data_dir), "--quiet", "-o", "temperature=0.4", "--lm-eval-out", str(tmp_path / "lme")]
     assert main(argv) == 0
     results = saved(tmp_path)

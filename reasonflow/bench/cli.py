@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="the endpoint's API key (default: REASONFLOW_API_KEY)")
     parser.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                         help="option for every program in --programs, e.g. -o temperature=0.5 (repeatable)")
-    parser.add_argument("--revision", help="hub dataset revision (commit, tag or branch) to load; recorded in results.json")
+    parser.add_argument("--revision",
+                        help="hub dataset revision (commit, tag or branch) to load; recorded in results.json")
     parser.add_argument("--lm-eval-out", metavar="PATH",
                         help="also write the results in lm-evaluation-harness's layout (a .json file or a directory)")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY, help="questions in flight")

@@ -194,23 +194,13 @@ def export_trace(trace, *, tracer=None, records: Iterable[CallRecord] = (), call
 
     contexts = {}
     for nid in nx.topological_sort(graph):
-        attrs = graph.nodes[nid]
         parents = list(graph.predecessors(nid))
         created, updated = node_ns.get(nid, (end_ns, end_ns))
         windows = [window(rec) for rec in by_node.get(nid, [])]
         begin = min([created, *(w[0] for w in windows)])
         finish = max([updated, *(w[1] for w in windows)])
-        span = tracer.start_span("reasonflow.node", context=contexts.get(parents[0], root_context) if parents
-                                 else root_context, start_time=begin, attributes=_attrs({
-            "reasonflow.node.id": nid, "reasonflow.node.depth": attrs.get("depth"),
-            "reasonflow.node.status": attrs.get("status"), "reasonflow.node.score": attrs.get("score"),
-            "reasonflow.node.text": attrs.get("text"), "reasonflow.node.answer": attrs.get("answer"),
-            "reasonflow.node.action": graph.edges[parents[0], nid].get("action") if parents else None,
-            "reasonflow.node.parent": parents[0] if parents else None,
-            "reasonflow.node.calls": len(attrs.get("calls") or []),
-            "reasonflow.node.latency_s": attrs.get("latency_s"),
-            "gen_ai.usage.input_tokens": attrs.get("prompt_tokens"),
-            "gen_ai.usage.output_tokens": attrs.get("completion_tokens")}))
+        span = tracer.start_span("reasonflow.node", context=contexts[parents[0]] if parents else root_context,
+                                 start_time=begin, attributes=_node_attrs(graph, nid, parents))
         contexts[nid] = otel_trace.set_span_in_context(span)
         _call_spans(tracer, by_node.get(nid, []), contexts[nid], window, SpanKind, Status, StatusCode)
         span.end(end_time=max(finish, begin))
@@ -220,6 +210,19 @@ def export_trace(trace, *, tracer=None, records: Iterable[CallRecord] = (), call
         root.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
     root.end(end_time=end_ns)
     return root
+
+
+def _node_attrs(graph, nid: str, parents: list[str]) -> dict:
+    attrs = graph.nodes[nid]
+    return _attrs({
+        "reasonflow.node.id": nid, "reasonflow.node.depth": attrs.get("depth"),
+        "reasonflow.node.status": attrs.get("status"), "reasonflow.node.score": attrs.get("score"),
+        "reasonflow.node.text": attrs.get("text"), "reasonflow.node.answer": attrs.get("answer"),
+        "reasonflow.node.action": graph.edges[parents[0], nid].get("action") if parents else None,
+        "reasonflow.node.parent": parents[0] if parents else None,
+        "reasonflow.node.calls": len(attrs.get("calls") or []), "reasonflow.node.latency_s": attrs.get("latency_s"),
+        "gen_ai.usage.input_tokens": attrs.get("prompt_tokens"),
+        "gen_ai.usage.output_tokens": attrs.get("completion_tokens")})
 
 
 def _owners(graph) -> dict[str, str]:
