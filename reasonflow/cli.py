@@ -4,12 +4,16 @@
     reasonflow engine up [--model smollm2-135m|DIR] [--lora NAME=DIR ...] [--replicas N] [-- VLLM_ARGS ...]
     reasonflow engine status          # exit 1 when no engine (or not every replica) answers
     reasonflow engine down
-    reasonflow run gsm8k.tot --question "..." [--base-url URL] [--trace-out DIR]
+    reasonflow run gsm8k.tot --question "..." [-o breadth=5] [--base-url URL] [--api-key KEY] [--trace-out DIR]
+    reasonflow programs [--json]      # every registered program with its options, their defaults and ranges
+    reasonflow --version
     reasonflow trace show trace.json  |  reasonflow trace html trace.json -o trace.html
     reasonflow finetune --out programs/adapters/NAME [--gold pot=640 --gold cot=160] [--search gsm8k.pot@8=200]
     reasonflow finetune --out DIR --gold pot=all --augment 2 --epochs 2 --prompt-format compact --dev 50 --snapshot-steps 250
     reasonflow merge programs/adapters/NAME --out DIR   # then: reasonflow engine up --model DIR
 
+Client commands (``run``, ``bench``, ``compile``) take ``--api-key`` for an endpoint that wants one
+(default: the ``REASONFLOW_API_KEY`` environment variable, which keeps it out of the process list).
 Each subcommand is a thin layer over the library; errors from reasonflow print as one line
 (``error: ...``) with exit status 2, never as a traceback.
 """
@@ -70,18 +74,9 @@ def cmd_engine(args) -> int:
 
 def _options(pairs: list[str] | None) -> dict:
     """``-o k=8 -o temperature=0.5`` -> {"k": 8, "temperature": 0.5} (JSON values, else strings)."""
-    import json
+    from reasonflow.options import parse_pairs
 
-    options = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"-o takes KEY=VALUE, got {pair!r}")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    return options
+    return parse_pairs(pairs)
 
 
 def cmd_run(args) -> int:
@@ -92,7 +87,7 @@ def cmd_run(args) -> int:
     from reasonflow.lm import connect, session
 
     program = get_program(args.program, **_options(args.option))
-    lm = connect(args.base_url, args.model)
+    lm = connect(args.base_url, args.model, api_key=args.api_key)
     with session(lm):
         pred = program(question=args.question)
     print(f"answer: {pred.answer}")
@@ -114,7 +109,7 @@ def cmd_compile(args) -> int:
     manifest = compile_program(args.program, dataset=args.dataset, optimizer=args.optimizer, train=args.train,
                                dev=args.dev, out=args.out, data_dir=args.data_dir, base_url=args.base_url,
                                model=args.model, seed=args.seed, grid=not args.no_grid,
-                               token_budget=args.token_budget)
+                               token_budget=args.token_budget, api_key=args.api_key)
     print("grid (accuracy vs mean tokens per question on dev):")
     for point in manifest["grid"]:
         front = "*" if point["options"] in manifest["pareto"] else " "
@@ -182,6 +177,42 @@ def cmd_merge(args) -> int:
     return 0
 
 
+def cmd_programs(args) -> int:
+    import json
+
+    from reasonflow.registry import STRATEGIES, get_program, list_programs, policies
+
+    listing = []
+    for entry in list_programs():
+        cls = STRATEGIES.get(entry.strategy)
+        program = get_program(entry.name)
+        values = program.options if getattr(program, "options", None) is not None else None
+        described = cls.Options.describe() if cls is not None else {}
+        options = {name: {"default": _plain(getattr(values, name, None)), "type": text}
+                   for name, text in described.items()}
+        listing.append({"name": entry.name, "kind": entry.kind, "strategy": entry.strategy,
+                        "size_option": getattr(cls, "size_option", None), "policies": list(policies(entry.strategy)),
+                        "description": " ".join(entry.description.split("\n\n")[0].split()), "options": options})
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    for item in listing:
+        sized = f"  (@N sets {item['size_option']})" if item["size_option"] else ""
+        print(f"{item['name']}  [{item['strategy']}, checked as {item['kind']}]{sized}")
+        if item["description"]:
+            print(f"    {item['description']}")
+        for name, option in item["options"].items():  # a Python-only option has no -o form
+            flag = "" if option["type"].endswith("Python only") else "-o "
+            print(f"    {flag}{name}={json.dumps(option['default'])}  ({option['type']})")
+    return 0
+
+
+def _plain(value):
+    from reasonflow.result import plain
+
+    return getattr(value, "__name__", None) or plain(value) if callable(value) else plain(value)
+
+
 def cmd_trace(args) -> int:
     from reasonflow.trace import Trace
 
@@ -207,7 +238,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from reasonflow import __version__
+
     parser = _Parser(prog="reasonflow", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"reasonflow {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     eng = sub.add_parser("engine", help="start, inspect or stop the embedded vLLM engine")
@@ -225,7 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--question", required=True)
     run.add_argument("--base-url", help="OpenAI-compatible endpoint (default: the embedded engine)")
     run.add_argument("--model", help="served model or LoRA adapter name (default: the first served)")
-    run.add_argument("-o", "--option", action="append", metavar="KEY=VALUE", help="program option (repeatable)")
+    run.add_argument("--api-key", help="the endpoint's API key (default: REASONFLOW_API_KEY)")
+    run.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
+                     help="program option, e.g. -o breadth=5 (repeatable; `reasonflow programs` lists them)")
     run.add_argument("--trace-out", default="trace-out", help="directory for trace.json/.graphml/.html")
     run.set_defaults(func=cmd_run)
 
@@ -245,6 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--seed", type=int, default=0)
     comp.add_argument("--base-url")
     comp.add_argument("--model")
+    comp.add_argument("--api-key", help="the endpoint's API key (default: REASONFLOW_API_KEY)")
     comp.add_argument("--no-grid", action="store_true", help="skip the search-knob grid")
     comp.add_argument("--token-budget", type=float, help="max mean tokens per question for the chosen knobs")
     comp.add_argument("--out", required=True, help="artifact path, e.g. programs/compiled/NAME.json")
@@ -297,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     mrg.add_argument("--base-model", default=EngineConfig.model, help="registered model name or local HF directory")
     mrg.set_defaults(func=cmd_merge)
 
+    progs = sub.add_parser("programs", help="list the registered programs with their options")
+    progs.add_argument("--json", action="store_true", help="machine-readable: a JSON list")
+    progs.set_defaults(func=cmd_programs)
+
     trace = sub.add_parser("trace", help="summarise a trace file or render it to HTML")
     trace.add_argument("action", choices=["show", "html"])
     trace.add_argument("file")
@@ -306,7 +347,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import shlex
+
     args = build_parser().parse_args(argv)
+    # What results.json records as the command: these arguments, or the process's own argv
+    args.command_line = shlex.join(["reasonflow", *(sys.argv[1:] if argv is None else argv)])
     return cli_main(args.func, args)
 
 

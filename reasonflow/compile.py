@@ -123,14 +123,14 @@ def pareto(points: list[Point]) -> list[Point]:
 def compile_program(name: str, *, dataset: str, optimizer: str, train: int, dev: int, out: str,
                     data_dir: str | None = None, base_url: str | None = None, model: str | None = None,
                     seed: int = 0, grid: bool = True, token_budget: float | None = None, lm=None,
-                    threads: int = 8) -> dict:
-    """Compile and save; returns the manifest."""
+                    threads: int = 8, api_key: str | None = None) -> dict:
+    """Compile and save; returns the manifest. ``api_key``: the endpoint's (default: REASONFLOW_API_KEY)."""
     if optimizer not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {optimizer!r}; use one of {OPTIMIZERS}")
     kind = DATASETS[dataset].kind if dataset in DATASETS else spec(name).kind
     trainset = load(dataset, split="train", data_dir=data_dir, limit=train, seed=seed)
     devset = load(dataset, split="train", data_dir=data_dir, offset=train, limit=dev, seed=seed)
-    lm = lm or connect(base_url, model, temperature=0.0)
+    lm = lm or connect(base_url, model, api_key=api_key, temperature=0.0)
     base, sized = parse_name(name)
     started = time.time()
     with session(lm):

@@ -154,3 +154,36 @@ def load(name: str, *, split: str = "test", data_dir: str | os.PathLike | None =
         examples.append(dspy.Example(question=question, answer=answer, id=f"{name}:{split}:{i}",
                                      dataset=name, kind=spec.kind, **extra).with_inputs("question"))
     return examples
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file's bytes (read in 1 MiB blocks)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source(name: str, *, split: str = "test", data_dir: str | os.PathLike | None = None,
+           revision: str | None = None) -> dict:
+    """Where ``load(name, split=..., data_dir=..., revision=...)`` reads from, for a run's provenance:
+    ``{"source": "local", "path", "sha256"}`` for a local file, ``{"source": "hub", "id", "config",
+    "revision"}`` for the hub (``revision`` None: unpinned, whatever the hub serves today), or
+    ``{"source": "url", "url"}`` (Game of 24 without a local copy)."""
+    spec = DATASETS.get(name)
+    if spec is None:
+        raise DatasetError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}")
+    base = {"name": name, "split": split}
+    local = data_dir_from_env(data_dir)
+    if local is not None:
+        path = local / spec.local.format(split=split)
+        if not path.is_file():
+            raise DatasetError(f"{spec.name}: no file {path} (expected the layout {spec.local!r} under --data-dir)")
+        return {**base, "source": "local", "path": str(path.resolve()), "sha256": sha256_file(path)}
+    if spec.name == "game24":
+        return {**base, "source": "url", "url": GAME24_URL}
+    hub_id, *config = [a for a in spec.hub if a]
+    return {**base, "source": "hub", "id": hub_id, "config": config[0] if config else None, "revision": revision}

@@ -184,6 +184,13 @@ class Options:
         return out
 
     @classmethod
+    def describe(cls) -> dict[str, str]:
+        """Each field's type and range in words (``reasonflow programs`` prints them):
+        ``{"breadth": "int, >= 1, a request <= 32", "mode": "'bfs' | 'beam'", ...}``."""
+        hints = _hints(cls)
+        return {f.name: _words(hints[f.name]) for f in fields(cls)}
+
+    @classmethod
     def check_request(cls, values: dict) -> dict:
         """``values`` checked as a request's (names, types, ranges and limits); ``ConfigError`` if not."""
         hints = _hints(cls)
@@ -195,4 +202,45 @@ class Options:
         return dict(values)
 
 
-__all__ = ["Count", "Depth", "Limit", "Local", "Options", "Samples", "Seed", "Share", "Temperature", "check_value"]
+def _words(annotation) -> str:
+    """An annotation in words: ``int, >= 1, a request <= 32``; ``float, >= 0.0 | None``."""
+    base, extras = _parts(annotation)
+    members = _choices(base)
+    if len(members) > 1:
+        text = " | ".join(_words(m) for m in members)
+    elif typing.get_origin(base) is Literal:
+        text = " | ".join(repr(c) for c in typing.get_args(base))
+    elif _is_callable_type(base):
+        text = "a callable"
+    else:
+        text = "None" if base is type(None) else getattr(base, "__name__", str(base))
+    for e in extras:
+        if isinstance(e, (Ge, Gt, Le)):
+            op, attr = {Ge: (">=", "ge"), Gt: (">", "gt"), Le: ("<=", "le")}[type(e)]
+            text += f", {op} {getattr(e, attr)}"
+        elif isinstance(e, Limit):
+            text += f", a request <= {e.le:g}"
+        elif e is Local or isinstance(e, Local):
+            text += ", Python only"
+    return text
+
+
+def parse_pairs(pairs, flag: str = "-o") -> dict[str, Any]:
+    """``["k=8", "temperature=0.5", "mode=beam"]`` -> {"k": 8, "temperature": 0.5, "mode": "beam"}:
+    each value read as JSON, else kept as a string (the CLI's ``-o KEY=VALUE``)."""
+    import json
+
+    options: dict[str, Any] = {}
+    for pair in pairs or []:
+        key, sep, value = str(pair).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} takes KEY=VALUE, got {pair!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return options
+
+
+__all__ = ["Count", "Depth", "Limit", "Local", "Options", "Samples", "Seed", "Share", "Temperature", "check_value",
+           "parse_pairs"]

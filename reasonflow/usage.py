@@ -140,9 +140,10 @@ class Usage:
 
 
 @contextmanager
-def track_usage(max_records: int = DEFAULT_HISTORY_LIMIT):
-    """Collect the usage of every LM call made inside the block (and in tasks it starts)."""
-    usage = Usage(max_records)
+def track_usage(max_records: int = DEFAULT_HISTORY_LIMIT, usage: Usage | None = None):
+    """Collect the usage of every LM call made inside the block (and in tasks it starts), into a new
+    ``Usage`` or the given one (a subclass that does more with each record, say)."""
+    usage = Usage(max_records) if usage is None else usage
     token = _active.set(_active.get() + (usage,))
     try:
         yield usage

@@ -4,7 +4,8 @@ Each request pops the next behaviour from ``script`` (the last one repeats): a d
 callable(request body) returning one, "stall", "reset", or an (status, body, headers) error tuple.
 Every reply waits ``delay_s`` first. Arrival times and bodies are logged. ``GET /metrics`` answers
 Prometheus text: vLLM's prefix-cache counters, ``metrics_per_request`` hits and queries added per
-chat request. ``port`` binds a given port (default: a free one).
+chat request. ``GET /version`` answers ``{"version": server.version}`` as vLLM does. ``port`` binds a
+given port (default: a free one).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class FakeServer:
                  port: int = 0, metrics_per_request: tuple[int, int] = (3, 4)):
         self.script = list(script)
         self.models = models or [{"id": "fake", "object": "model"}]
+        self.version = "0.0.fake"  # what GET /version reports
         self.stall_s = stall_s
         self.metrics_per_request = metrics_per_request
         self.delay_s = delay_s
@@ -47,6 +49,9 @@ class FakeServer:
                 pass
 
             def do_GET(self):
+                if self.path.rstrip("/") == "/version":  # vLLM's GET /version
+                    self._send(200, {"version": server.version})
+                    return
                 if self.path.rstrip("/").endswith("/metrics"):
                     hits, queries = (len(server.arrivals) * k for k in server.metrics_per_request)
                     text = ("# TYPE vllm:prefix_cache_hits_total counter\n"

@@ -146,7 +146,7 @@ def test_cli_run_uses_a_session_and_reports_bad_options_as_one_line(monkeypatch,
     from reasonflow import cli, lm
 
     scripted = ScriptedLM(lambda call: {"reasoning": "2+2", "answer": 4})
-    monkeypatch.setattr(lm, "connect", lambda base_url=None, model=None: scripted)
+    monkeypatch.setattr(lm, "connect", lambda base_url=None, model=None, **kw: scripted)
     assert cli.main(["run", "gsm8k.cot", "--question", "2+2?", "--trace-out", str(tmp_path)]) == 0
     assert "answer: 4" in capsys.readouterr().out and (tmp_path / "trace.json").is_file()
     assert cli.main(["run", "gsm8k.cot", "--question", "q", "-o", "breadth=3"]) == 2

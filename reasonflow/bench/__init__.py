@@ -5,7 +5,9 @@ engine kept saturated, checks answers with ``reasonflow.checking`` (Math-Verify 
 into ``out_dir``: ``questions.jsonl`` (one row per question and program, appended as each finishes),
 ``results.json`` (accuracy with a 95% Wilson interval, maj@k/pass@k, tokens, LM calls, wall time,
 tok/s, engine utilisation, prefix-cache hit rate), ``results.md``, ``accuracy_vs_tokens.png`` and
-``traces/`` (trace.json per question, HTML for the first few).
+``traces/`` (trace.json per question, HTML for the first few). results.json's ``provenance`` records
+what produced the run (``provenance``: date, versions, git commit, model, dataset hash or revision,
+program settings, command line); ``lm_eval_out=`` also writes lm-evaluation-harness's layout (``lm_eval``).
 
 How to run::
 

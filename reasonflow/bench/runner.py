@@ -28,7 +28,7 @@ from typing import Iterable
 from tqdm import tqdm
 
 from reasonflow import data
-from reasonflow.bench import report
+from reasonflow.bench import lm_eval, provenance, report
 from reasonflow.bench.engine_metrics import hit_rate, measure_peak, scrape
 from reasonflow.bench.rows import DEFAULT_HTML_TRACES, DEFAULT_QUESTION_TIMEOUT_S, RowStore, ask, finish, program_names
 from reasonflow.config import DEFAULT_CONCURRENCY
@@ -56,16 +56,24 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
               offset: int = 0, seed: int | None = None, data_dir=None, base_url: str | None = None,
               model: str | None = None, concurrency: int = DEFAULT_CONCURRENCY, out_dir="runs/bench",
               resume: bool = False, lm=None, html_traces: int = DEFAULT_HTML_TRACES,
-              question_timeout_s: float = DEFAULT_QUESTION_TIMEOUT_S, progress: bool = True) -> dict:
+              question_timeout_s: float = DEFAULT_QUESTION_TIMEOUT_S, progress: bool = True,
+              options: dict | None = None, revision: str | None = None, api_key: str | None = None,
+              command: str | list[str] | None = None, lm_eval_out=None) -> dict:
     """Run ``programs`` over ``dataset`` and write questions.jsonl, results.json, results.md, the plot
-    and traces into ``out_dir``. Returns the results.json content (with ``table``, the markdown)."""
+    and traces into ``out_dir``. Returns the results.json content (with ``table``, the markdown).
+    ``options`` go to every program (``-o``); results.json's ``provenance`` records ``command``
+    (default: this process's argv) among the rest (``reasonflow.bench.provenance``); ``lm_eval_out``
+    also writes lm-evaluation-harness's layout (``reasonflow.bench.lm_eval``)."""
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ConfigError(f"concurrency must be in 1..{MAX_CONCURRENCY} (MAX_CONCURRENCY), got {concurrency}")
     if question_timeout_s <= 0 or html_traces < 0:
         raise ConfigError("question_timeout_s must be > 0 and html_traces >= 0")
+    started = provenance.now()
     names = program_names(programs, dataset)
-    plan = {name: get_program(name) for name in names}  # unknown names fail before any LM call
-    examples = data.load(dataset, split=split, data_dir=data_dir, limit=limit, offset=offset, seed=seed)
+    plan = {name: get_program(name, **(options or {})) for name in names}  # unknown names fail before any LM call
+    examples = data.load(dataset, split=split, data_dir=data_dir, limit=limit, offset=offset, seed=seed,
+                         revision=revision)
+    source = data.source(dataset, split=split, data_dir=data_dir, revision=revision)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = RowStore(out / "questions.jsonl", resume)  # refuses to overwrite before any engine is touched
@@ -74,7 +82,7 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
         if lm is None:
             from reasonflow.lm import connect
 
-            lm = connect(base_url, model)
+            lm = connect(base_url, model, api_key=api_key)
         sessions, peak = run_sync(_bench(plan, examples, lm, store, out, concurrency, measure, html_traces,
                                          question_timeout_s, progress))
     finally:
@@ -88,8 +96,12 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
         "peak": peak.to_dict() if peak else None,
         "results": [report.summarise(name, dataset, rows[name], sessions[name], sessions[name].peak)
                     for name in plan],
+        "resumed": resume,
+        "provenance": provenance.collect(lm, plan, source, command=command, started=started),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    if lm_eval_out is not None:
+        results["lm_eval_path"] = str(lm_eval.write(results, lm_eval_out))
     table = report.table(results["results"])
     for extra in (report.baselines(results["results"]), report.selections(results["results"])):
         table += f"\n\n{extra}" if extra else ""

@@ -24,6 +24,7 @@ import atexit
 import contextvars
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, ClassVar
 
@@ -34,7 +35,7 @@ from reasonflow.options import Options
 from reasonflow.replicas import replica_affinity
 from reasonflow.result import Result, plain
 from reasonflow.search.task import Task
-from reasonflow.trace import Trace
+from reasonflow.trace import Trace, otel
 from reasonflow.usage import Usage, track_usage
 
 # Set by callers (the server's event stream) to observe every trace change of runs started inside.
@@ -193,14 +194,21 @@ class SearchStrategy(dspy.Module):
         return run_sync(self.aforward(question=question, **kwargs))
 
     async def aforward(self, question: str, **kwargs):
+        spans = otel.recorder()  # None unless OpenTelemetry export is enabled
+        listener = trace_listener.get()
         trace = Trace(program=self.program_name, strategy=self.name, config=plain(self.settings()),
-                      question=question, listener=trace_listener.get())
-        with track_usage() as usage, replica_affinity():  # one run, one replica (its prefix cache)
+                      question=question, listener=spans.listen(listener) if spans else listener)
+        # one run, one replica (its prefix cache)
+        with track_usage() as usage, replica_affinity(), spans.calls() if spans else nullcontext():
             run = SearchRun(question=question, trace=trace, usage=usage, budget=self.budget)
             try:
                 await asyncio.wait_for(self.search(run), timeout=max(run.remaining_s(), 0.001))
             except (asyncio.TimeoutError, TimeoutError):
                 run.exhausted = run.exhausted or "deadline"
+            except BaseException as exc:
+                if spans:
+                    spans.export(trace, error=exc)
+                raise
         if run.best_node is not None:
             trace.update(run.best_node, status="answer", answer=plain(run.best_answer))
         totals = usage.to_dict()
@@ -208,6 +216,8 @@ class SearchStrategy(dspy.Module):
                      answer_node=run.best_node)
         if run.exhausted:
             trace.graph.graph["exhausted_by"] = run.exhausted
+        if spans:
+            spans.export(trace)
         tupled = {name: None if getattr(run, name) is None else tuple(getattr(run, name))
                   for name in ("samples", "scores", "sample_errors", "programs", "confidences")}
         votes = None if run.votes is None else tuple((a, n) for a, n in run.votes)

@@ -1,9 +1,13 @@
 """``reasonflow serve``: run the FastAPI app under uvicorn.
 
     reasonflow serve gsm8k.cot gsm8k.sc@8 programs/compiled/gsm8k_cot.json \\
-        [--base-url URL] [--model NAME] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+        [--base-url URL] [--model NAME] [--host 127.0.0.1] [--port PORT] [--api-key KEY] [-o temperature=0.5]
     python -m reasonflow.serve.cli ...        # the same, without the top-level CLI
 
+``-o KEY=VALUE`` sets a served program's default for an option (every served program's; a request's own
+``options`` and a name's ``@N`` still win): the programs are re-registered in this process with those
+defaults (``preset``), so a bad value fails at start. The engine's own key, if it has one, comes from
+``REASONFLOW_API_KEY``.
 ``register_cli(subparsers)`` adds the subcommand to ``reasonflow.cli``. The API key may come from
 ``REASONFLOW_SERVE_API_KEY`` instead of ``--api-key`` (so it stays out of the process list).
 ``serve(...)`` is the function behind it, for use from Python. SIGTERM or Ctrl-C stops accepting
@@ -70,7 +74,34 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def preset(programs: list[str], options: dict) -> None:
+    """Re-register the registered program behind each of ``programs`` (a name, or a compiled artifact's
+    manifest program) so that ``options`` are its defaults, under the same name, in this process."""
+    if not options:
+        return
+    from reasonflow.artifact import read
+    from reasonflow.registry import parse_name, register, spec
+
+    done = set()
+    for name in programs:
+        base = read(name)["manifest"]["program"] if str(name).endswith(".json") else name
+        entry = spec(base)  # ConfigError for an unknown program
+        if entry.name in done:
+            continue
+        done.add(entry.name)
+
+        def factory(_original=entry.factory, **given):
+            return _original(**{**options, **given})
+
+        register(entry.name, kind=entry.kind, description=entry.description,
+                 strategy=entry.strategy)(factory)
+        parse_name(base)  # the name still parses (its @N and :POLICY) after the swap
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
+    from reasonflow.options import parse_pairs
+
+    preset(args.programs, parse_pairs(args.option))
     limits = replace(ServeLimits(), max_concurrency=args.max_concurrency, trace_retention=args.trace_retention,
                      shutdown_grace_s=args.shutdown_grace, request_deadline_s=args.request_deadline,
                      max_request_deadline_s=max(args.max_request_deadline, args.request_deadline),
@@ -92,6 +123,9 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--host", default=DEFAULT_SERVE_HOST)
     p.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT)
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
+    p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
+                   help="default for a program option of every served program, e.g. -o temperature=0.5 "
+                        "(repeatable; requests may still set their own)")
     p.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
                    help="solving requests in flight before the server answers 503")
     p.add_argument("--trace-retention", type=int, default=defaults.trace_retention, help="traces kept in memory")

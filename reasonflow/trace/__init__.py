@@ -3,6 +3,7 @@
 ``Trace`` wraps a ``networkx.DiGraph`` (one node per thought, edges labelled with the action taken),
 saves and loads it as node-link JSON, exports GraphML, prints a text summary and renders a
 self-contained HTML viewer. Run ``Trace.load(path).summary()`` or ``trace.to_html(path)``.
+``reasonflow.trace.otel`` (the ``otel`` extra, off by default) exports searches as OpenTelemetry spans.
 
 It does not guarantee thread safety across OS threads, nor that a trace file from an untrusted source
 is harmless beyond being validated and rendered as text (see ``reasonflow.trace.io``).
