@@ -10,13 +10,9 @@ points (``Task``, ``register``, the strategies, ``register_strategy``). Everythi
 """
 
 import os
-import warnings
 
 # reasonflow talks to local OpenAI-compatible servers: never fetch LiteLLM's price list from the net.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-# VLLMLM and ScriptedLM keep DSPy 3.4's forward() plugin contract on purpose: it is the path that sends
-# n samples in one request (DSPy's canonical engines send one request per sample).
-warnings.filterwarnings("ignore", message=r"Implementing custom LMs through BaseLM\.forward", category=DeprecationWarning)
 
 from reasonflow import builtins as _builtins, registry as _registry  # noqa: E402
 from reasonflow.adapter import StructuredAdapter  # noqa: E402
