@@ -1,7 +1,7 @@
 """``reasonflow.serve``: programs over HTTP. A FastAPI app with a REST API, OpenAI-compatible routes and
 server-sent search events, run under uvicorn by ``reasonflow serve``.
 
-    reasonflow serve gsm8k.cot gsm8k.sc@8 --base-url http://127.0.0.1:8000/v1 --port 8080 --api-key KEY
+    reasonflow serve gsm8k.cot gsm8k.sc@8 --base-url http://127.0.0.1:8000/v1 --api-key KEY   # on port 8100
 
     from reasonflow.serve import create_app
     app = create_app(["gsm8k.sc@8"], base_url="http://127.0.0.1:8000/v1")

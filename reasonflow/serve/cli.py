@@ -1,7 +1,7 @@
 """``reasonflow serve``: run the FastAPI app under uvicorn.
 
     reasonflow serve gsm8k.cot gsm8k.sc@8 programs/compiled/gsm8k_cot.json \\
-        [--base-url URL] [--model NAME] [--host 127.0.0.1] [--port 8000] [--api-key KEY]
+        [--base-url URL] [--model NAME] [--host 127.0.0.1] [--port 8100] [--api-key KEY]
     python -m reasonflow.serve.cli ...        # the same, without the top-level CLI
 
 ``register_cli(subparsers)`` adds the subcommand to ``reasonflow.cli``. The API key may come from
