@@ -69,7 +69,8 @@ def bounded_schema(signature: type[dspy.Signature]) -> dict:
     """The JSON schema of the signature's output fields, with every string and number bounded."""
     fmt = dspy_response_format(signature)
     if isinstance(fmt, dict):
-        raise TypeError(f"{signature.__name__} has output fields no JSON schema can describe: {list(signature.output_fields)}")
+        raise TypeError(f"{signature.__name__} has output fields no JSON schema can describe: "
+                        f"{list(signature.output_fields)}")
     schema = copy.deepcopy(fmt.model_json_schema())
     for name, prop in schema.get("properties", {}).items():
         extra = signature.output_fields[name].json_schema_extra or {}

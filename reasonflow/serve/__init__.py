@@ -8,9 +8,10 @@ server-sent search events, run under uvicorn by ``reasonflow serve``.
 
 Layout: ``app`` (factory, REST routes), ``openai_routes``, ``events`` (SSE), ``runner`` (per-request
 program, ``dspy.context``, disconnect cancellation), ``programs`` (what is served), ``schemas``
-(request models), ``middleware`` (auth, body limit, concurrency), ``store`` (bounded traces),
-``config`` (limits), ``cli``. Needs the ``serve`` extra (fastapi, uvicorn); importing this package
-and ``reasonflow.serve.cli`` does not, so the CLI loads without it.
+(request models), ``middleware`` (auth, body limit, concurrency), ``metrics`` (Prometheus),
+``store`` (bounded traces), ``config`` (limits), ``cli``. Needs the ``serve`` extra (fastapi, uvicorn,
+prometheus_client); importing this package and ``reasonflow.serve.cli`` does not, so the CLI loads
+without it.
 
 Not guaranteed: TLS, rate limiting or multi-tenant isolation; see each module's docstring.
 """
