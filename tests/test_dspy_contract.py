@@ -114,3 +114,34 @@ def test_structured_adapter_sends_the_bounded_schema_on_the_scripted_lm_too():
         dspy.ChainOfThought("question -> answer: float")(question="q")
     fmt = lm.calls[0].kwargs["response_format"]
     assert fmt["type"] == "json_schema" and fmt["json_schema"]["strict"] is True
+
+
+class CountingEngine:
+    """A DSPy 3.4 canonical engine (``complete(Request) -> Response``) that counts its calls."""
+
+    def __init__(self):
+        self.requests = []
+
+    def complete(self, request):
+        from dspy.lm15 import Message, Response, TextPart, Usage
+
+        self.requests.append(request)
+        return Response(id=None, model="counting", message=Message.assistant([TextPart("hi")]), finish_reason="stop",
+                        usage=Usage(input_tokens=1, output_tokens=1, total_tokens=2))
+
+    def stream(self, request):
+        raise NotImplementedError
+
+    def close(self):
+        pass
+
+
+def test_canary_dspys_supported_engine_contract_still_fans_n_out_into_n_calls():
+    """Why OneRequestPerCall exists (and dspy<3.5 with it): DSPy's supported custom-engine contract gets
+    one candidate per ``complete()``, so n=8 would be eight sequential requests. When this fails, DSPy
+    can hand an engine n in one call: move VLLMLM onto ``dspy.LM(engine=...)`` and lift the pin."""
+    engine = CountingEngine()
+    lm = dspy.LM("openai/counting", engine=engine, cache=False)
+    outputs = lm("hello", n=8, temperature=0.8)
+    assert len(outputs) == 8 and len(engine.requests) == 8
+    assert all("n" not in (r.config.extensions or {}) for r in engine.requests)

@@ -90,7 +90,8 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="OpenAI-compatible engine endpoint (default: the embedded engine)")
     p.add_argument("--model", help="served model or LoRA adapter name at the engine (default: the first)")
     p.add_argument("--host", default=DEFAULT_SERVE_HOST)
-    p.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT)
+    p.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT,
+                   help=f"default {DEFAULT_SERVE_PORT}, off vLLM's 8000 so an engine and a server share a host")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
     p.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
                    help="solving requests in flight before the server answers 503")
