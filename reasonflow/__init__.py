@@ -10,13 +10,9 @@ points (``Task``, ``register``, the strategies, ``register_strategy``). Everythi
 """
 
 import os
-import warnings
 
 # reasonflow talks to local OpenAI-compatible servers: never fetch LiteLLM's price list from the net.
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-# VLLMLM and ScriptedLM keep DSPy 3.4's forward() plugin contract on purpose: it is the path that sends
-# n samples in one request (DSPy's canonical engines send one request per sample).
-warnings.filterwarnings("ignore", message=r"Implementing custom LMs through BaseLM\.forward", category=DeprecationWarning)
 
 from reasonflow import builtins as _builtins, registry as _registry  # noqa: E402
 from reasonflow.adapter import StructuredAdapter  # noqa: E402
@@ -31,6 +27,7 @@ from reasonflow.errors import (  # noqa: E402
 from reasonflow.lm import VLLMLM, configure, connect, session  # noqa: E402
 from reasonflow.options import Options  # noqa: E402
 from reasonflow.registry import list_programs, register, register_strategy  # noqa: E402
+from reasonflow.remote import remote  # noqa: E402
 from reasonflow.result import Result  # noqa: E402
 from reasonflow.search import SearchStrategy, Task  # noqa: E402
 from reasonflow import strategies as _strategies  # noqa: E402
@@ -45,7 +42,7 @@ __version__ = "0.1.0"
 __all__ = [
     # running programs
     "Budget", "Engine", "EngineConfig", "LMConfig", "StructuredAdapter", "Usage", "VLLMLM", "Result",
-    "Trace", "configure", "connect", "list_programs", "load", "program", "session", "track_usage",
+    "Trace", "configure", "connect", "list_programs", "load", "program", "remote", "session", "track_usage",
     # extending: a task, a program over it, a strategy of your own
     "Task", "register", "register_strategy", "Options", "SearchStrategy", *_strategies.__all__,
     # errors

@@ -3,7 +3,8 @@
 vLLM enforces ``response_format={"type": "json_schema", ...}`` with guided decoding, so even a 135M
 model always emits the signature's output fields. DSPy's JSONAdapter only sends a schema to models
 LiteLLM knows support one, which excludes ``openai/<local model>``; this adapter sends it always.
-Free-text fields get a ``maxLength`` (``max_chars=`` on the OutputField, else
+The schema is DSPy's own (what ``JSONAdapter`` builds for an LM that supports JSON schemas), bounded:
+free-text fields get a ``maxLength`` (``max_chars=`` on the OutputField, else
 ``DEFAULT_REASONING_MAX_CHARS``), numbers become short numeric strings, and when the request's
 max_tokens is below what the bounded JSON may take in the worst case (one token per character), it
 is raised to that, so a rambling model still closes the JSON: truncation cannot happen.
@@ -26,13 +27,14 @@ bounded (``dict`` goes out as ``json_object``), so those requests keep the calle
 
 from __future__ import annotations
 
+import copy
 import json
 import weakref
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import dspy
-from dspy.adapters.json_adapter import _get_structured_outputs_response_format, _has_open_ended_mapping
 from dspy.utils.exceptions import AdapterParseError
 
 from reasonflow.config import DEFAULT_REASONING_MAX_CHARS
@@ -48,9 +50,28 @@ NUMBER_MAX_CHARS = 25  # what the patterns allow: sign, 15 digits, point, 8 digi
 JSON_OVERHEAD_TOKENS = 8  # braces, quotes, key names: per field, on top of the field's own bound
 
 
+# What DSPy's JSONAdapter reads off an LM to decide on a response format: an LM that takes
+# ``response_format`` and supports JSON schemas (``VLLMLM`` declares both). Asking JSONAdapter with this
+# view gives DSPy's own structured-outputs schema for any LM, or its ``json_object`` fallback (a ``dict``
+# field, a schema pydantic cannot build), without reasonflow rebuilding either.
+_SCHEMA_CAPABLE = SimpleNamespace(supported_params=frozenset({"response_format"}), supports_response_schema=True)
+
+
+def dspy_response_format(signature: type[dspy.Signature]) -> dict | type:
+    """DSPy's own choice of response format for ``signature``: a pydantic model of the output fields
+    (strict: every property required, no extras), or ``{"type": "json_object"}``."""
+    kwargs: dict = {}
+    dspy.JSONAdapter()._prepare_response_format(_SCHEMA_CAPABLE, kwargs, signature)
+    return kwargs["response_format"]
+
+
 def bounded_schema(signature: type[dspy.Signature]) -> dict:
     """The JSON schema of the signature's output fields, with every string and number bounded."""
-    schema = _get_structured_outputs_response_format(signature).model_json_schema()
+    fmt = dspy_response_format(signature)
+    if isinstance(fmt, dict):
+        raise TypeError(f"{signature.__name__} has output fields no JSON schema can describe: "
+                        f"{list(signature.output_fields)}")
+    schema = copy.deepcopy(fmt.model_json_schema())
     for name, prop in schema.get("properties", {}).items():
         extra = signature.output_fields[name].json_schema_extra or {}
         _bound(prop, extra.get("max_chars", DEFAULT_REASONING_MAX_CHARS))
@@ -103,7 +124,7 @@ def response_format(signature: type[dspy.Signature]) -> dict:
 
 
 def _build_response_format(signature: type[dspy.Signature]) -> dict:
-    if _has_open_ended_mapping(signature):
+    if isinstance(dspy_response_format(signature), dict):  # DSPy's fallback for a dict field: json_object
         return {"type": "json_object"}
     return {"type": "json_schema",
             "json_schema": {"name": signature.__name__ or "outputs", "schema": bounded_schema(signature), "strict": True}}

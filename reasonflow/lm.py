@@ -6,8 +6,8 @@ starts the embedded engine for the life of the process. With no model it asks ``
 ``configure(...)`` does that and installs ``StructuredAdapter`` as DSPy's adapter.
 
 Requests go through the official ``openai`` client, one HTTP request per DSPy call, so ``n=k`` asks
-vLLM for k choices in a single request. (DSPy 3.4's canonical engines send one request per
-candidate, in sequence; reasonflow keeps DSPy's ``forward`` plugin contract to keep native ``n``.)
+vLLM for k choices in a single request. DSPy 3.4 has no supported contract for that: see
+``OneRequestPerCall`` below for what reasonflow relies on instead and why it pins ``dspy<3.5``.
 The client retries 408/409/429/5xx and connection errors with exponential backoff and honours
 Retry-After; 400/401/404 are not retried. Every request leaves a ``CallRecord`` (``reasonflow.usage``).
 Choices that stop at max_tokens are dropped and counted; when none is left, ``TruncatedError``. A 200
@@ -49,6 +49,7 @@ from typing import Any, Sequence
 
 import dspy
 import openai
+import pydantic
 from dspy.clients.call_result import CallResult
 from dspy.clients.execution import finalize, prepare
 from dspy.utils.callback import with_callbacks
@@ -83,9 +84,58 @@ VLLM_EXTRA_PARAMS = frozenset({"top_k", "min_p", "repetition_penalty", "min_toke
 _OVERFLOW_HINTS = ("maximum context length", "context length", "too long", "max_model_len")
 
 
-class VLLMLM(dspy.BaseLM):
+class OneRequestPerCall:
+    """DSPy's public LM calls (``lm(...)``, ``await lm.acall(...)``) made as ONE ``forward``/``aforward``
+    per call, ``n`` included; a mixin for ``dspy.BaseLM`` subclasses (``VLLMLM``, ``ScriptedLM``).
+
+    Why: vLLM answers ``n=k`` in one request, batched (ARCHITECTURE §4: as fast as k parallel requests,
+    and the k samples share one prompt prefill). DSPy 3.4.1's supported plugin contract, an engine with
+    ``complete(Request) -> Response`` passed to ``dspy.LM(engine=...)``, gets one candidate per call:
+    ``dspy.clients.execution.execute`` loops ``complete`` n times in sequence (its
+    ``TODO(candidate-parallelism)``), and ``validate_request`` refuses ``n`` in ``Config.extensions``.
+    The paths that keep a provider's native ``n`` are the ``forward()`` plugin and an engine's
+    ``complete_legacy()``, both deprecated for removal in 3.5 (stanfordnlp/dspy#10366, which moved the LM
+    layer onto lm15 engines; the n-on-vLLM complaint is stanfordnlp/dspy#914). Until DSPy's engine
+    contract can return k candidates from one call, this mixin calls ``forward`` itself, between DSPy's
+    own ``prepare`` and ``finalize`` (history, callbacks, usage tracking as DSPy does them), so the
+    legacy engine wrapper, and its deprecation notice, never run for these classes; a user's own
+    ``forward()`` LM still gets DSPy's notice, since no warning filter is installed. It depends on DSPy
+    3.4's ``dspy.clients.execution`` and ``CallResult.legacy``; hence ``dspy-ai>=3.4,<3.5``.
+
+    It also skips DSPy's worker-thread hop per async call (media snapshots, which a text request has
+    none of). A ``dspy.lm15.Request`` call goes to DSPy's own path unchanged.
+    """
+
+    def __call__(self, prompt=None, *, messages=None, **kwargs):
+        if "request" in kwargs or not isinstance(prompt, (str, type(None))):
+            return super().__call__(prompt, messages=messages, **kwargs)  # a dspy.lm15 Request
+        return self._call_one(prompt, messages=messages, **kwargs)
+
+    async def acall(self, prompt=None, *, messages=None, **kwargs):
+        if "request" in kwargs or not isinstance(prompt, (str, type(None))):
+            return await super().acall(prompt, messages=messages, **kwargs)
+        return await self._acall_one(prompt, messages=messages, **kwargs)
+
+    @with_callbacks
+    def _call_one(self, prompt=None, *, messages=None, **kwargs):
+        call = prepare(self, prompt, messages, kwargs)
+        raw = self.forward(prompt=call.prompt, messages=call.messages, **call.kwargs)
+        return finalize(self, call, CallResult.legacy(self, raw, kwargs=call.kwargs))
+
+    @with_callbacks
+    async def _acall_one(self, prompt=None, *, messages=None, **kwargs):
+        call = prepare(self, prompt, messages, kwargs, asynchronous=True)
+        raw = await self.aforward(prompt=call.prompt, messages=call.messages, **call.kwargs)
+        return finalize(self, call, CallResult.legacy(self, raw, kwargs=call.kwargs))
+
+
+class VLLMLM(OneRequestPerCall, dspy.BaseLM):
     """A DSPy LM over one OpenAI-compatible endpoint, or over replicas serving the same model
-    (``base_url`` a list or a comma-separated string; see ``reasonflow.replicas``)."""
+    (``base_url`` a list or a comma-separated string; see ``reasonflow.replicas``). It declares
+    JSON-schema support, so DSPy's own ``JSONAdapter`` sends structured outputs to it too."""
+
+    supported_params = OPENAI_PARAMS | VLLM_EXTRA_PARAMS
+    supports_response_schema = True
 
     def __init__(self, base_url: str | Sequence[str], served_model: str, *, api_key: str | None = None,
                  config: LMConfig = LMConfig(), temperature: float = 0.0, max_tokens: int = DEFAULT_MAX_TOKENS,
@@ -100,7 +150,7 @@ class VLLMLM(dspy.BaseLM):
         self.pool = ReplicaPool(self.base_urls, self.api_key, config)
         self._one = self.pool.replicas[0] if len(self.pool) == 1 else None  # today's path: no pool logic
 
-    # --- DSPy plugin contract ---------------------------------------------------------------
+    # --- one request per DSPy call (OneRequestPerCall) -------------------------------------
     def forward(self, prompt=None, messages=None, **kwargs):
         body, extra = self._body(prompt, messages, kwargs)
         if self._one is None:
@@ -131,20 +181,6 @@ class VLLMLM(dspy.BaseLM):
             if gate:
                 gate.release(held)
         return self._accept(response, body, started)
-
-    async def acall(self, prompt=None, *, messages=None, **kwargs):
-        """DSPy's ``acall`` for prompt/messages calls, minus its worker-thread hop per call (it
-        snapshots media files, which a text request has none of) and the pricing hop after it.
-        History, callbacks and usage tracking are DSPy 3.4's own (``prepare`` and ``finalize``)."""
-        if "request" in kwargs or not isinstance(prompt, (str, type(None))):
-            return await super().acall(prompt, messages=messages, **kwargs)  # a dspy.lm15 Request
-        return await self._acall_legacy(prompt, messages=messages, **kwargs)
-
-    @with_callbacks
-    async def _acall_legacy(self, prompt=None, *, messages=None, **kwargs):
-        call = prepare(self, prompt, messages, kwargs, asynchronous=True)
-        raw = await self.aforward(prompt=call.prompt, messages=call.messages, **call.kwargs)
-        return finalize(self, call, CallResult.legacy(self, raw, kwargs=call.kwargs))
 
     def dump_state(self) -> dict:
         state = super().dump_state()
@@ -223,6 +259,10 @@ class VLLMLM(dspy.BaseLM):
             raise ConfigError(f"n={n} at temperature 0 returns {n} identical samples; set temperature > 0")
         body = {"model": self.served_model, "messages": messages or [{"role": "user", "content": prompt}]}
         body.update({k: v for k, v in merged.items() if k in OPENAI_PARAMS and v is not None})
+        fmt = body.get("response_format")
+        if isinstance(fmt, type) and issubclass(fmt, pydantic.BaseModel):  # DSPy's JSONAdapter sends a model class
+            body["response_format"] = {"type": "json_schema", "json_schema": {
+                "name": fmt.__name__, "schema": fmt.model_json_schema(), "strict": True}}
         extra = {k: v for k, v in merged.items() if k in VLLM_EXTRA_PARAMS and v is not None}
         return body, extra
 

@@ -6,7 +6,8 @@
     with reasonflow.session(lm):
         program(question="...")
 
-It is a real ``dspy.LM`` on the same plugin path as ``reasonflow.lm.VLLMLM``: the adapter formats
+It is a real ``dspy.LM`` on the same call path as ``reasonflow.lm.VLLMLM`` (``OneRequestPerCall``: one
+script call per DSPy call, ``n`` included, and no DSPy deprecation notice): the adapter formats
 the prompt, the script's dicts are serialised as the JSON the model would produce, and each call
 leaves a ``CallRecord`` (tokens estimated as characters / 4), so strategies, usage totals and traces
 behave as they do against vLLM. ``lm.calls`` keeps every ``ScriptedCall`` (with its wall-clock
@@ -26,6 +27,7 @@ from typing import Any, Callable
 
 import dspy
 
+from reasonflow.lm import OneRequestPerCall
 from reasonflow.usage import CallRecord, next_call_id, record
 
 _FIELD = re.compile(r"\[\[ ## (\w+) ## \]\]\n(.*?)(?=\n\n\[\[ ## |\n\nRespond with |\Z)", re.S)
@@ -55,7 +57,7 @@ class ScriptedCall:
         return next((m["content"] for m in self.messages if m["role"] == "system"), "")
 
 
-class ScriptedLM(dspy.LM):
+class ScriptedLM(OneRequestPerCall, dspy.LM):
     """A ``dspy.LM`` whose completions come from ``script(call)``.
 
     ``script`` returns a dict (one completion, repeated n times), a list of n dicts or strings, or a

@@ -19,7 +19,7 @@ PUBLIC = {
     "EngineError", "EngineNotRunning", "EngineStartError", "LMConfig", "LMError", "LMRequestError",
     "LMTimeoutError", "ModelFetchError", "NoAnswerError", "ParseError", "ReasonflowError", "SandboxError",
     "StructuredAdapter", "Trace", "TruncatedError", "Usage", "VLLMLM", "configure", "connect", "list_programs",
-    "load", "program", "session", "track_usage", "Result",
+    "load", "program", "remote", "session", "track_usage", "Result",
     # extension points
     "Task", "register", "register_strategy", "Options", "SearchStrategy",
 }

@@ -35,6 +35,7 @@ def answer(call):
 ROUTES = [("GET", "/readyz", None), ("GET", "/v1/models", None), ("GET", f"/v1/traces/{'a' * 32}", None),
           ("POST", "/v1/solve", {"question": "q"}), ("POST", "/v1/solve/stream", {"question": "q"}),
           ("POST", "/v1/chat/completions", {"model": "gsm8k.cot", "messages": [{"role": "user", "content": "q"}]}),
+          ("POST", "/v1/completions", {"model": "gsm8k.cot", "prompt": "q"}), ("GET", "/metrics", None),
           ("GET", "/openapi.json", None), ("GET", "/docs", None)]
 
 
@@ -119,8 +120,9 @@ BAD_SOLVES = [
     {"question": "q", "unexpected": True},
     {"question": ["not", "a", "string"]},
 ]
-BAD_CHATS = [
+BAD_CHATS = [  # OpenAI's codes on the OpenAI routes: 404 for an unknown model, 400 for the rest
     {"model": "gsm8k.nope", "messages": [{"role": "user", "content": "q"}]},
+    {"model": "gsm8k.cot", "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}]},
     {"model": "gsm8k.cot", "messages": [{"role": "user", "content": "q"}], "n": 0},
     {"model": "gsm8k.cot", "messages": [{"role": "user", "content": "q"}], "n": 10_000},
     {"model": "gsm8k.cot", "messages": [{"role": "user", "content": "q"}], "max_tokens": -5},
@@ -130,15 +132,28 @@ BAD_CHATS = [
 ]
 
 
-@pytest.mark.parametrize("path,body", [("/v1/solve", b) for b in BAD_SOLVES] +
-                         [("/v1/solve/stream", BAD_SOLVES[1])] +
-                         [("/v1/chat/completions", b) for b in BAD_CHATS])
-def test_bad_parameters_get_422_before_any_lm_call(path, body):
+BAD_COMPLETIONS = [
+    {"model": "gsm8k.nope", "prompt": "q"},
+    {"model": "gsm8k.cot", "prompt": []},
+    {"model": "gsm8k.cot", "prompt": ["a", "b"]},
+    {"model": "gsm8k.cot", "prompt": "q", "n": 0},
+    {"model": "gsm8k.cot", "prompt": "q", "temperature": 9},
+    {"model": "gsm8k.cot", "prompt": "q", "stream": True},
+]
+
+
+@pytest.mark.parametrize("path,body,status", [("/v1/solve", b, 422) for b in BAD_SOLVES] +
+                         [("/v1/solve/stream", BAD_SOLVES[1], 422)] +
+                         [("/v1/chat/completions", b, 404 if b["model"] == "gsm8k.nope" else 400) for b in BAD_CHATS] +
+                         [("/v1/completions", b, 404 if b["model"] == "gsm8k.nope" else 400) for b in BAD_COMPLETIONS])
+def test_bad_parameters_are_refused_before_any_lm_call(path, body, status):
+    """reasonflow's own routes answer 422; the OpenAI routes answer as OpenAI does (404, 400)."""
     lm = ScriptedLM(answer)
     with serving(create_app(["gsm8k.cot", "gsm8k.sc@4", "gsm8k.tot"], lm=lm)) as url:
         r = httpx.post(url + path, json=body)
-    assert r.status_code == 422, r.text
-    assert r.json()["error"]["message"]
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["message"] and set(error) >= {"message", "type", "param", "code"}
     assert lm.calls == []
 
 

@@ -1,16 +1,17 @@
 """``reasonflow.serve``: programs over HTTP. A FastAPI app with a REST API, OpenAI-compatible routes and
 server-sent search events, run under uvicorn by ``reasonflow serve``.
 
-    reasonflow serve gsm8k.cot gsm8k.sc@8 --base-url http://127.0.0.1:8000/v1 --port 8080 --api-key KEY
+    reasonflow serve gsm8k.cot gsm8k.sc@8 --base-url http://127.0.0.1:8000/v1 --api-key KEY   # on port 8100
 
     from reasonflow.serve import create_app
     app = create_app(["gsm8k.sc@8"], base_url="http://127.0.0.1:8000/v1")
 
 Layout: ``app`` (factory, REST routes), ``openai_routes``, ``events`` (SSE), ``runner`` (per-request
 program, ``dspy.context``, disconnect cancellation), ``programs`` (what is served), ``schemas``
-(request models), ``middleware`` (auth, body limit, concurrency), ``store`` (bounded traces),
-``config`` (limits), ``cli``. Needs the ``serve`` extra (fastapi, uvicorn); importing this package
-and ``reasonflow.serve.cli`` does not, so the CLI loads without it.
+(request models), ``middleware`` (auth, body limit, concurrency), ``metrics`` (Prometheus),
+``store`` (bounded traces), ``config`` (limits), ``cli``. Needs the ``serve`` extra (fastapi, uvicorn,
+prometheus_client); importing this package and ``reasonflow.serve.cli`` does not, so the CLI loads
+without it.
 
 Not guaranteed: TLS, rate limiting or multi-tenant isolation; see each module's docstring.
 """

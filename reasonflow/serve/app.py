@@ -1,16 +1,17 @@
 """``create_app(programs, ...)``: the FastAPI app behind ``reasonflow serve``.
 
     app = create_app(["gsm8k.cot", "gsm8k.sc@8"], base_url="http://127.0.0.1:8000/v1", api_key="KEY")
-    uvicorn.run(app, host="127.0.0.1", port=8080)      # or: reasonflow serve gsm8k.cot gsm8k.sc@8
+    uvicorn.run(app, host="127.0.0.1", port=8100)      # or: reasonflow serve gsm8k.cot gsm8k.sc@8
 
 Routes: ``POST /v1/solve`` (``{program?, question, options}`` -> ``{answer, reasoning, usage, trace_id,
 trace}``, the trace in node-link form), ``POST /v1/solve/stream`` (the search as SSE events, see
 ``reasonflow.serve.events``), ``GET /v1/traces/{id}`` (JSON, or the HTML viewer with
 ``?format=html``), the OpenAI-compatible ``GET /v1/models`` and ``POST /v1/chat/completions``
-(``reasonflow.serve.openai_routes``), ``GET /healthz`` (the process) and ``GET /readyz`` (the engine,
-with a 1-token completion). Guards (``reasonflow.serve.middleware``): Bearer auth when ``api_key`` is
+and ``POST /v1/completions`` (``reasonflow.serve.openai_routes``: OpenAI's error codes, 404 and 400),
+``GET /metrics`` (Prometheus, ``reasonflow.serve.metrics``), ``GET /healthz`` (the process) and
+``GET /readyz`` (the engine, with a 1-token completion). Guards (``reasonflow.serve.middleware``): Bearer auth when ``api_key`` is
 set (all but /healthz), a body limit (413) and read timeout (408), then a concurrency limit (fast 503);
-bad parameters get 422 before any LM call; every request has a deadline (504; ``ServeLimits``
+bad parameters get 422 before any LM call (400 on the OpenAI routes); every request has a deadline (504; ``ServeLimits``
 ``request_deadline_s``, shown at ``/v1/models``); ``pot`` programs need the sandbox (503
 ``sandbox_unavailable`` without it, unless ``allow_unisolated_code``). ``lm=`` replaces the engine connection (tests pass a ``ScriptedLM``).
 
@@ -36,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from reasonflow import __version__, sandbox
 from reasonflow.engine.server import is_ready
 from reasonflow.serve.config import ServeLimits
+from reasonflow.serve.metrics import Metrics
 from reasonflow.serve.events import EventStreamResponse, search_events
 from reasonflow.serve.middleware import BearerAuth, BodyLimit, ConcurrencyGate, Gate, error_body
 from reasonflow.serve.openai_routes import router as openai_router
@@ -45,7 +47,8 @@ from reasonflow.serve.schemas import SolveRequest
 from reasonflow.serve.store import TraceStore
 from reasonflow.trace.html import CSP, render_html
 
-SOLVING_PATHS = frozenset({"/v1/solve", "/v1/solve/stream", "/v1/chat/completions"})
+SOLVING_PATHS = frozenset({"/v1/solve", "/v1/solve/stream", "/v1/chat/completions", "/v1/completions"})
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})  # errors as OpenAI's: 400, not 422
 log = logging.getLogger("reasonflow.serve")
 
 
@@ -59,6 +62,7 @@ class ServerState:
     store: TraceStore
     gate: Gate
     solver: Solver
+    metrics: Metrics
 
 
 def create_app(programs: Sequence[str], *, lm: dspy.LM | None = None, base_url: str | None = None,
@@ -83,8 +87,9 @@ def create_app(programs: Sequence[str], *, lm: dspy.LM | None = None, base_url: 
 
         lm = connect(base_url, model)
     store = TraceStore(limits.trace_retention)
+    metrics = Metrics(served)
     state = ServerState(served, lm, limits, store, Gate(limits.max_concurrency, SOLVING_PATHS),
-                        Solver(served, lm, store, limits))
+                        Solver(served, lm, store, limits, metrics), metrics)
     app = FastAPI(title="reasonflow", version=__version__, description="Reasoning programs over vLLM.")
     app.state.reasonflow = state
     # add_middleware wraps: the last added runs first. Order of checks: auth, body size, concurrency.
@@ -125,7 +130,8 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = errors[0] if errors else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         message = f"{where}: {first.get('msg', 'invalid request')}" if where else first.get("msg", "invalid request")
-        return _error(422, message, "invalid_request_error", "invalid_parameter", where or None,
+        status = 400 if request.url.path in OPENAI_PATHS else 422
+        return _error(status, message, "invalid_request_error", "invalid_parameter", where or None,
                       detail=jsonable_encoder(errors))
 
     @app.exception_handler(StarletteHTTPException)
@@ -149,6 +155,12 @@ def _add_routes(app: FastAPI) -> None:
         ok = await asyncio.to_thread(is_ready, base_url, model, rf.limits.ready_timeout_s,
                                      getattr(rf.lm, "api_key", None))
         return JSONResponse({"ready": ok, "engine": base_url, "model": model}, status_code=200 if ok else 503)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text exposition (``reasonflow.serve.metrics``)."""
+        rf: ServerState = request.app.state.reasonflow
+        return Response(rf.metrics.render(), media_type=rf.metrics.content_type)
 
     @app.post("/v1/solve")
     async def solve(body: SolveRequest, request: Request) -> Response:

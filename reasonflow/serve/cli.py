@@ -1,7 +1,7 @@
 """``reasonflow serve``: run the FastAPI app under uvicorn.
 
     reasonflow serve gsm8k.cot gsm8k.sc@8 programs/compiled/gsm8k_cot.json \\
-        [--base-url URL] [--model NAME] [--host 127.0.0.1] [--port PORT] [--api-key KEY] [-o temperature=0.5]
+        [--base-url URL] [--model NAME] [--host 127.0.0.1] [--port 8100] [--api-key KEY] [-o temperature=0.5]
     python -m reasonflow.serve.cli ...        # the same, without the top-level CLI
 
 ``-o KEY=VALUE`` sets a served program's default for an option (every served program's; a request's own
@@ -121,7 +121,8 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--base-url", help="OpenAI-compatible engine endpoint (default: the embedded engine)")
     p.add_argument("--model", help="served model or LoRA adapter name at the engine (default: the first)")
     p.add_argument("--host", default=DEFAULT_SERVE_HOST)
-    p.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT)
+    p.add_argument("--port", type=int, default=DEFAULT_SERVE_PORT,
+                   help=f"default {DEFAULT_SERVE_PORT}, off vLLM's 8000 so an engine and a server share a host")
     p.add_argument("--api-key", help=f"require 'Authorization: Bearer KEY' (or set {API_KEY_ENV})")
     p.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="default for a program option of every served program, e.g. -o temperature=0.5 "

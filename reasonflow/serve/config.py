@@ -19,7 +19,7 @@ from reasonflow.config import (
 from reasonflow.errors import ConfigError
 
 DEFAULT_SERVE_HOST = "127.0.0.1"
-DEFAULT_SERVE_PORT = 8000
+DEFAULT_SERVE_PORT = 8100  # off vLLM's 8000, so an engine and a server share a host without a clash
 DEFAULT_SERVE_MAX_BODY_BYTES = 1_000_000  # 1 MB; larger bodies get 413 before they are parsed
 DEFAULT_SERVE_MAX_CONCURRENCY = 64  # solving requests in flight; one more gets a fast 503
 DEFAULT_SERVE_TRACE_RETENTION = 256  # traces kept for GET /v1/traces/{id}; the oldest is dropped

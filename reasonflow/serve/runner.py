@@ -40,6 +40,7 @@ from reasonflow.lm import session
 from reasonflow.result import Result, plain
 from reasonflow.search.base import trace_listener
 from reasonflow.serve.config import ServeLimits
+from reasonflow.serve.metrics import Metrics
 from reasonflow.serve.programs import ServedProgram
 from reasonflow.serve.schemas import SolveOptions
 from reasonflow.serve.store import TraceStore
@@ -68,8 +69,10 @@ class Prepared:
 
 
 class Solver:
-    def __init__(self, programs: dict[str, ServedProgram], lm: dspy.LM, store: TraceStore, limits: ServeLimits):
+    def __init__(self, programs: dict[str, ServedProgram], lm: dspy.LM, store: TraceStore, limits: ServeLimits,
+                 metrics: Metrics | None = None):
         self.programs, self.lm, self.store, self.limits = programs, lm, store, limits
+        self.metrics = metrics or Metrics(programs)
         self.adapter = StructuredAdapter()
         self.default = next(iter(programs))
 
@@ -106,16 +109,26 @@ class Solver:
         return Prepared(served, built, lm, question, float(deadline))
 
     async def run(self, prepared: Prepared, listener: Callable[[dict], None] | None = None) -> dict[str, Any]:
-        """Run the program within its deadline; return the response body (the trace is filed in the store)."""
-        try:
-            return await asyncio.wait_for(self._run(prepared, listener), timeout=prepared.deadline_s)
-        except asyncio.TimeoutError as exc:
-            raise ApiError(504, f"the request did not finish within its deadline of {prepared.deadline_s:g} s "
-                                "(options.deadline_s, or the server's request_deadline_s); it was cancelled",
-                           "timeout_error", "request_deadline") from exc
+        """Run the program within its deadline; return the response body (the trace is filed in the store).
+        Counted in ``self.metrics`` (``reasonflow.serve.metrics``), cancelled runs included."""
+        with self.metrics.observe(prepared.served.id) as seen:
+            try:
+                body = await asyncio.wait_for(self._run(prepared, listener, seen), timeout=prepared.deadline_s)
+            except asyncio.TimeoutError as exc:
+                seen["outcome"] = "request_deadline"
+                raise ApiError(504, f"the request did not finish within its deadline of {prepared.deadline_s:g} s "
+                                    "(options.deadline_s, or the server's request_deadline_s); it was cancelled",
+                               "timeout_error", "request_deadline") from exc
+            except ApiError as exc:
+                seen["outcome"] = exc.code or exc.type
+                raise
+            seen["outcome"] = ("no_answer" if body["answer"] is None else
+                               "budget_exhausted" if body["budget_exhausted"] else "answer")
+            return body
 
-    async def _run(self, prepared: Prepared, listener: Callable[[dict], None] | None) -> dict[str, Any]:
+    async def _run(self, prepared: Prepared, listener: Callable[[dict], None] | None, seen: dict) -> dict[str, Any]:
         token = trace_listener.set(listener)
+        usage = None
         try:
             with session(prepared.lm, adapter=self.adapter, disable_history=True, trace=[]):
                 with track_usage() as usage:
@@ -126,6 +139,7 @@ class Solver:
             raise as_api_error(exc) from exc
         finally:
             trace_listener.reset(token)
+            seen["usage"] = usage.to_dict() if usage is not None else None
         result = Result.of(pred, program=prepared.served.id, question=prepared.question, usage=usage.to_dict(),
                            listener=listener)
         body = {

@@ -1,7 +1,8 @@
 """Request bodies of the HTTP API as pydantic models; the program options come from the strategies.
 
 ``SolveRequest`` is the body of ``POST /v1/solve`` and ``/v1/solve/stream``; ``ChatRequest`` the body of
-``POST /v1/chat/completions`` (unknown OpenAI fields are ignored, as OpenAI-compatible servers do).
+``POST /v1/chat/completions`` and ``CompletionRequest`` of ``POST /v1/completions`` (unknown OpenAI fields
+are ignored, as OpenAI-compatible servers do).
 Every number is bounded and every choice is a ``Literal``, so a bad ``k``, ``n`` or ``max_tokens`` is a
 422 before any LM call. ``SolveOptions`` is derived from the strategies' ``Options`` dataclasses (their
 types, choices, ranges and request ``Limit``s), so a strategy declares an option once. ``check_options`` adds what a model alone cannot know: which options the
@@ -16,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 import reasonflow.strategies  # noqa: F401  (registers the built-in strategies)
 from reasonflow.errors import ConfigError
@@ -117,13 +118,6 @@ class ChatRequest(BaseModel):
     max_completion_tokens: Optional[int] = MaxTokens
     options: SolveOptions = Field(default_factory=SolveOptions)
 
-    def question(self) -> str | None:
-        """The text of the last user message (None when there is none)."""
-        for message in reversed(self.messages):
-            if message.role == "user":
-                return message.text()
-        return None
-
     def solve_options(self) -> SolveOptions:
         """``options`` with the OpenAI sampling fields folded in (explicit ``options`` win)."""
         given = self.options.given()
@@ -132,6 +126,42 @@ class ChatRequest(BaseModel):
             given.setdefault("temperature", self.temperature)
         if max_tokens is not None:
             given.setdefault("max_tokens", max_tokens)
+        return SolveOptions.model_validate(given)
+
+
+class CompletionRequest(BaseModel):
+    """OpenAI's (legacy) completions request: ``prompt`` is the question (a string, or a list of one)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(max_length=500)
+    prompt: str | list[str] = Field(min_length=1)
+    stream: bool = False
+    n: int = Field(default=1, ge=1, le=DEFAULT_SERVE_MAX_CHOICES)
+    temperature: Optional[float] = Temperature
+    max_tokens: Optional[int] = MaxTokens
+    options: SolveOptions = Field(default_factory=SolveOptions)
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, prompt: str | list[str]) -> str | list[str]:
+        if isinstance(prompt, list) and len(prompt) != 1:
+            raise ValueError(f"a list prompt must hold exactly one question (got {len(prompt)}); send one "
+                             "request per question")
+        text = prompt if isinstance(prompt, str) else prompt[0]
+        if len(text) > DEFAULT_SERVE_MAX_QUESTION_CHARS:
+            raise ValueError(f"prompt is over {DEFAULT_SERVE_MAX_QUESTION_CHARS} characters")
+        return prompt
+
+    def question(self) -> str:
+        return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
+
+    def solve_options(self) -> SolveOptions:
+        given = self.options.given()
+        if self.temperature is not None:
+            given.setdefault("temperature", self.temperature)
+        if self.max_tokens is not None:
+            given.setdefault("max_tokens", self.max_tokens)
         return SolveOptions.model_validate(given)
 
 
