@@ -4,6 +4,7 @@
     reasonflow engine up [--model smollm2-135m|DIR] [--lora NAME=DIR ...] [--replicas N] [-- VLLM_ARGS ...]
     reasonflow engine status          # exit 1 when no engine (or not every replica) answers
     reasonflow engine down
+    reasonflow bench --dataset gsm8k --programs cot --shard 0/2 --out runs/s0   |  reasonflow bench merge OUT DIR...
     reasonflow run gsm8k.tot --question "..." [-o breadth=5] [--base-url URL] [--api-key KEY] [--trace-out DIR]
     reasonflow programs [--json]      # every registered program with its options, their defaults and ranges
     reasonflow --version
@@ -349,6 +350,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import shlex
 
+    given = sys.argv[1:] if argv is None else argv
+    if given[:2] == ["bench", "merge"]:  # `bench merge OUT SHARD_DIR...`: its own arguments, not a bench run's
+        from reasonflow.bench.cli import merge_main
+
+        return merge_main(given[2:], prog="reasonflow bench merge", command=shlex.join(["reasonflow", *given]))
     args = build_parser().parse_args(argv)
     # What results.json records as the command: these arguments, or the process's own argv
     args.command_line = shlex.join(["reasonflow", *(sys.argv[1:] if argv is None else argv)])

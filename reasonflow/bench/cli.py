@@ -2,10 +2,14 @@
 
     python evals/math_bench.py --dataset gsm8k --limit 50 --programs cot,sc@4 --out runs/x [--base-url URL]
     python evals/math_bench.py ... --resume          # continue an interrupted run in the same --out
+    python evals/math_bench.py ... --shard 0/2 --out runs/s0    # one shard; then:
+    reasonflow bench merge runs/all runs/s0 runs/s1  # (or: python evals/math_bench.py merge ...)
+    reasonflow bench ... --ray --shards 4 --base-url URL      # the shards as Ray tasks, merged at the end
     reasonflow bench --dataset gsm8k --programs sc@4 -o temperature=0.5 --lm-eval-out runs/lm-eval
 
 ``build_parser()`` is the standalone parser, ``register_cli(subparsers)`` adds the same arguments as a
-``bench`` subcommand, and ``main(argv)`` runs and prints the results table. Errors from reasonflow print
+``bench`` subcommand, and ``main(argv)`` runs and prints the results table. ``merge_main(argv)`` is
+``bench merge OUT SHARD_DIR...`` (``reasonflow.bench.shards``; ``reasonflow.cli`` routes to it). Errors from reasonflow print
 as one line (``error: ...``, exit 2); Ctrl-C exits 130 with every finished question kept on disk.
 """
 
@@ -17,9 +21,10 @@ import sys
 from reasonflow.bench.rows import DEFAULT_HTML_TRACES, DEFAULT_QUESTION_TIMEOUT_S
 from reasonflow.config import DEFAULT_CONCURRENCY
 from reasonflow.data import DATASETS
-from reasonflow.errors import cli_main
+from reasonflow.errors import ConfigError, cli_main
 
-DESCRIPTION = "Run reasoning programs over a math benchmark and report accuracy, tokens and engine use."
+DESCRIPTION = ("Run reasoning programs over a math benchmark and report accuracy, tokens and engine use. "
+               "`bench merge OUT SHARD_DIR...` merges the --out directories of a sharded run (--shard i/N).")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -49,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--question-timeout", type=float, default=DEFAULT_QUESTION_TIMEOUT_S,
                         help="seconds one question may take before it counts as QuestionTimeout")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--shard", metavar="I/N",
+                        help="run only shard I of N (0-based: questions I, I+N, ...); merge the shards' --out "
+                             "directories with `bench merge OUT DIR...`")
+    parser.add_argument("--ray", action="store_true",
+                        help="run --shards shards as Ray tasks (a local Ray cluster unless --ray-address) "
+                             "against the same --base-url, and merge them into --out (needs the ray extra)")
+    parser.add_argument("--ray-address", metavar="ADDR", help="join this Ray cluster (e.g. auto); implies --ray")
+    parser.add_argument("--shards", type=int, help="shards (Ray tasks) for --ray")
     return parser
 
 
@@ -61,14 +74,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from reasonflow.options import parse_pairs
 
     options = parse_pairs(args.option)
+    kwargs = dict(split=args.split, limit=args.limit, offset=args.offset, seed=args.seed, data_dir=args.data_dir,
+                  base_url=args.base_url, model=args.model, concurrency=args.concurrency, out_dir=args.out,
+                  resume=args.resume, html_traces=args.html_traces, question_timeout_s=args.question_timeout,
+                  progress=not args.quiet, options=options, revision=args.revision, api_key=args.api_key,
+                  command=getattr(args, "command_line", None))
+    ray = args.ray or args.ray_address is not None
+    if ray and (args.shard or args.lm_eval_out):
+        raise ConfigError("--ray makes its own shards and merges them: drop --shard and --lm-eval-out")
+    if (args.shards is not None) != ray:
+        raise ConfigError("--ray (or --ray-address) and --shards N go together")
     try:
-        results = run_bench(args.programs, args.dataset, split=args.split, limit=args.limit, offset=args.offset,
-                            seed=args.seed, data_dir=args.data_dir, base_url=args.base_url, model=args.model,
-                            concurrency=args.concurrency, out_dir=args.out, resume=args.resume,
-                            html_traces=args.html_traces, question_timeout_s=args.question_timeout,
-                            progress=not args.quiet, options=options, revision=args.revision,
-                            api_key=args.api_key, command=getattr(args, "command_line", None),
-                            lm_eval_out=args.lm_eval_out)
+        if ray:
+            from reasonflow.bench.cluster import run_ray
+
+            results = run_ray(args.programs, args.dataset, shards=args.shards, ray_address=args.ray_address,
+                              **kwargs)
+        else:
+            results = run_bench(args.programs, args.dataset, shard=args.shard, lm_eval_out=args.lm_eval_out,
+                                **kwargs)
     except KeyboardInterrupt:
         print(f"interrupted: finished questions are in {args.out}/questions.jsonl; "
               "rerun with --resume to continue", file=sys.stderr)
@@ -90,7 +114,38 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def build_merge_parser(prog: str = "math_bench merge") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Merge the --out directories of a sharded bench "
+                                     "(--shard i/N) into one run: results.json, results.md, the plot, questions.jsonl.")
+    parser.add_argument("out", help="output directory for the merged run")
+    parser.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="every shard's --out directory")
+    parser.set_defaults(func=cmd_merge)
+    return parser
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from reasonflow.bench.shards import merge
+
+    results = merge(args.out, args.shard_dirs, command=getattr(args, "command_line", None))
+    print(results["table"])
+    print(f"\nmerged {len(args.shard_dirs)} shards ({results['questions']} questions); wrote {args.out}/results.json, "
+          "results.md, questions.jsonl, accuracy_vs_tokens.png, traces/")
+    return 0
+
+
+def merge_main(argv: list[str], prog: str = "math_bench merge", command: str | None = None) -> int:
+    """``bench merge OUT SHARD_DIR...``."""
+    import shlex
+
+    args = build_merge_parser(prog).parse_args(argv)
+    args.command_line = command or shlex.join([*prog.split(), *argv])
+    return cli_main(cmd_merge, args)
+
+
 def main(argv: list[str] | None = None) -> int:
+    given = sys.argv[1:] if argv is None else argv
+    if given[:1] == ["merge"]:
+        return merge_main(given[1:])
     args = build_parser().parse_args(argv)
     if argv is not None:  # called from Python: record these arguments, not the calling process's
         import shlex

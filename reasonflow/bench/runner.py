@@ -30,6 +30,7 @@ from tqdm import tqdm
 from reasonflow import data
 from reasonflow.bench import lm_eval, provenance, report
 from reasonflow.bench.engine_metrics import hit_rate, measure_peak, scrape
+from reasonflow.bench.shards import Shard
 from reasonflow.bench.rows import DEFAULT_HTML_TRACES, DEFAULT_QUESTION_TIMEOUT_S, RowStore, ask, finish, program_names
 from reasonflow.config import DEFAULT_CONCURRENCY
 from reasonflow.errors import ConfigError
@@ -58,22 +59,29 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
               resume: bool = False, lm=None, html_traces: int = DEFAULT_HTML_TRACES,
               question_timeout_s: float = DEFAULT_QUESTION_TIMEOUT_S, progress: bool = True,
               options: dict | None = None, revision: str | None = None, api_key: str | None = None,
-              command: str | list[str] | None = None, lm_eval_out=None) -> dict:
+              command: str | list[str] | None = None, lm_eval_out=None, shard=None) -> dict:
     """Run ``programs`` over ``dataset`` and write questions.jsonl, results.json, results.md, the plot
     and traces into ``out_dir``. Returns the results.json content (with ``table``, the markdown).
     ``options`` go to every program (``-o``); results.json's ``provenance`` records ``command``
     (default: this process's argv) among the rest (``reasonflow.bench.provenance``); ``lm_eval_out``
-    also writes lm-evaluation-harness's layout (``reasonflow.bench.lm_eval``)."""
+    also writes lm-evaluation-harness's layout (``reasonflow.bench.lm_eval``). ``shard`` ("i/N" or a
+    ``Shard``) runs only that shard's slice of the questions (``reasonflow.bench.shards``)."""
     if not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ConfigError(f"concurrency must be in 1..{MAX_CONCURRENCY} (MAX_CONCURRENCY), got {concurrency}")
     if question_timeout_s <= 0 or html_traces < 0:
         raise ConfigError("question_timeout_s must be > 0 and html_traces >= 0")
     started = provenance.now()
+    shard = Shard.parse(shard)
     names = program_names(programs, dataset)
     plan = {name: get_program(name, **(options or {})) for name in names}  # unknown names fail before any LM call
     examples = data.load(dataset, split=split, data_dir=data_dir, limit=limit, offset=offset, seed=seed,
                          revision=revision)
     source = data.source(dataset, split=split, data_dir=data_dir, revision=revision)
+    total = len(examples)
+    indexed = list(enumerate(examples))  # a row keeps its index in the unsharded list
+    if shard is not None:
+        indexed = shard.select(indexed)
+        examples = [ex for _, ex in indexed]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     store = RowStore(out / "questions.jsonl", resume)  # refuses to overwrite before any engine is touched
@@ -83,7 +91,7 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
             from reasonflow.lm import connect
 
             lm = connect(base_url, model, api_key=api_key)
-        sessions, peak = run_sync(_bench(plan, examples, lm, store, out, concurrency, measure, html_traces,
+        sessions, peak = run_sync(_bench(plan, indexed, lm, store, out, concurrency, measure, html_traces,
                                          question_timeout_s, progress))
     finally:
         store.close()
@@ -97,6 +105,7 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
         "results": [report.summarise(name, dataset, rows[name], sessions[name], sessions[name].peak)
                     for name in plan],
         "resumed": resume,
+        "shard": None if shard is None else {"index": shard.index, "count": shard.count, "total": total, "ids": ids},
         "provenance": provenance.collect(lm, plan, source, command=command, started=started),
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -105,15 +114,16 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
     table = report.table(results["results"])
     for extra in (report.baselines(results["results"]), report.selections(results["results"])):
         table += f"\n\n{extra}" if extra else ""
-    (out / "results.md").write_text(f"# {dataset} ({split}, {len(examples)} questions)\n\n{table}\n")
+    part = f", shard {shard}" if shard is not None else ""
+    (out / "results.md").write_text(f"# {dataset} ({split}, {len(examples)} questions{part})\n\n{table}\n")
     report.plot(results["results"], dataset, out / "accuracy_vs_tokens.png")
     return {**results, "table": table}
 
 
-async def _bench(plan, examples, lm, store, out, concurrency, measure, html_traces, timeout_s, progress):
+async def _bench(plan, indexed, lm, store, out, concurrency, measure, html_traces, timeout_s, progress):
     sessions: dict[str, Session] = {}
     for name, program in plan.items():
-        todo = [(i, ex) for i, ex in enumerate(examples) if (name, ex.id) not in store.rows]
+        todo = [(i, ex) for i, ex in indexed if (name, ex.id) not in store.rows]
         before = await scrape(lm.base_url, getattr(lm, "api_key", None)) if measure and todo else None
         started = time.perf_counter()
         new_rows = await _run_program(name, program, todo, lm, store, out, concurrency, html_traces, timeout_s,
