@@ -13,7 +13,7 @@ PY     := $(VENV)/bin/python
 # PyTorch's CPU wheel index (e.g. TORCH_INDEX=https://download.pytorch.org/whl/cpu).
 TORCH_SPEC  ?= torch==2.13.0+cpu
 TORCH_INDEX ?=
-EXTRAS      ?= cpu,serve,train,test,otel
+EXTRAS      ?= cpu,serve,train,test,otel,ray
 DATA_DIR    ?= ../shared/data
 export OMP_NUM_THREADS ?= 2
 export LITELLM_LOCAL_MODEL_COST_MAP := True

@@ -4,6 +4,7 @@ the ones the code needs (Transformers 5 for fine-tuning, a vLLM that takes the e
 from __future__ import annotations
 
 import dataclasses
+import re
 import importlib.metadata as metadata
 import tomllib
 from pathlib import Path
@@ -100,3 +101,11 @@ def test_otel_extra_is_optional_and_declared():
     otel = {r.name for r in _requirements("otel")}
     assert {"opentelemetry-api", "opentelemetry-sdk"} <= otel
     assert not any(r.name.startswith("opentelemetry") for r in _requirements(None))
+
+
+def test_ray_extra_is_optional_declared_and_installed_by_make():
+    """``bench --ray`` needs the ray extra; CI (the Makefile's EXTRAS) installs it so its test runs."""
+    assert "ray" in {r.name for r in _requirements("ray")}
+    assert "ray" not in {r.name for r in _requirements(None)}
+    extras = re.search(r"^EXTRAS\s*\?=\s*(\S+)", (ROOT / "Makefile").read_text(), re.M)
+    assert extras and "ray" in extras.group(1).split(",")

@@ -73,7 +73,7 @@ def run_ray(programs, dataset: str, *, shards: int, out_dir="runs/bench", ray_ad
     try:
         task = ray.remote(num_cpus=task_cpus, max_retries=0)(_run_shard)
         refs = [task.remote(programs, dataset, str(Shard(i, shards)), url,
-                            {**bench_kwargs, "command": f"{command} [ray shard {i}/{shards}]"})
+                            {**bench_kwargs, "command": f"{command} --shard {i}/{shards}"})
                 for i in range(shards)]
         outputs = _gather(ray, refs, progress)
     finally:
