@@ -44,7 +44,7 @@ from reasonflow.serve.openai_routes import router as openai_router
 from reasonflow.serve.programs import ServedProgram, load_programs
 from reasonflow.serve.runner import ApiError, Solver, until_disconnect
 from reasonflow.serve.schemas import SolveRequest
-from reasonflow.serve.store import TraceStore
+from reasonflow.serve.store import TraceStore, open_store
 from reasonflow.trace.html import CSP, render_html
 
 SOLVING_PATHS = frozenset({"/v1/solve", "/v1/solve/stream", "/v1/chat/completions", "/v1/completions"})
@@ -67,14 +67,16 @@ class ServerState:
 
 def create_app(programs: Sequence[str], *, lm: dspy.LM | None = None, base_url: str | None = None,
                model: str | None = None, api_key: str | None = None, limits: ServeLimits = ServeLimits(),
-               allow_unisolated_code: bool | None = None) -> FastAPI:
+               allow_unisolated_code: bool | None = None, trace_dir=None) -> FastAPI:
     """The app serving ``programs`` (registered names like ``gsm8k.sc@8``, or compiled ``.json`` paths).
 
     Without ``lm`` it connects to ``base_url`` (default: ``REASONFLOW_BASE_URL``, else the embedded
     engine) and ``model`` (default: the first served). Unknown programs raise ``ConfigError`` here.
     When a served program runs model-written code, the sandbox's isolation is checked now and said
     once (a warning when there is none); ``allow_unisolated_code=True`` opts in to running such code
-    without a jail (default: ``REASONFLOW_ALLOW_UNISOLATED_CODE``), else those programs answer 503."""
+    without a jail (default: ``REASONFLOW_ALLOW_UNISOLATED_CODE``), else those programs answer 503.
+    ``trace_dir`` keeps traces as files there, shared with every server given the same directory
+    (``reasonflow.serve.store.DirectoryTraceStore``); the default keeps them in memory."""
     if isinstance(programs, str):
         programs = [programs]
     served = load_programs(list(programs))
@@ -86,7 +88,7 @@ def create_app(programs: Sequence[str], *, lm: dspy.LM | None = None, base_url: 
         from reasonflow.lm import connect
 
         lm = connect(base_url, model)
-    store = TraceStore(limits.trace_retention)
+    store = open_store(limits.trace_retention, trace_dir)
     metrics = Metrics(served)
     state = ServerState(served, lm, limits, store, Gate(limits.max_concurrency, SOLVING_PATHS),
                         Solver(served, lm, store, limits, metrics), metrics)

@@ -10,6 +10,8 @@ defaults (``preset``), so a bad value fails at start. The engine's own key, if i
 ``REASONFLOW_API_KEY``.
 ``register_cli(subparsers)`` adds the subcommand to ``reasonflow.cli``. The API key may come from
 ``REASONFLOW_SERVE_API_KEY`` instead of ``--api-key`` (so it stays out of the process list).
+``--trace-dir DIR`` keeps traces as files in DIR, so several servers behind one load balancer answer
+``GET /v1/traces/{id}`` for each other (``reasonflow.serve.store``).
 ``serve(...)`` is the function behind it, for use from Python. SIGTERM or Ctrl-C stops accepting
 connections and lets in-flight requests finish for up to ``--shutdown-grace`` seconds; an engine that
 the server started itself (no ``--base-url`` and no detached engine) stops with it, however it ends.
@@ -40,7 +42,7 @@ API_KEY_ENV = "REASONFLOW_SERVE_API_KEY"
 def serve(programs: list[str], *, base_url: str | None = None, model: str | None = None,
           host: str = DEFAULT_SERVE_HOST, port: int = DEFAULT_SERVE_PORT, api_key: str | None = None,
           limits: ServeLimits = ServeLimits(), log_level: str = "info", lm=None,
-          allow_unisolated_code: bool | None = None) -> None:
+          allow_unisolated_code: bool | None = None, trace_dir=None) -> None:
     """Build the app and run it until SIGTERM/SIGINT (blocking)."""
     try:
         import uvicorn
@@ -53,7 +55,7 @@ def serve(programs: list[str], *, base_url: str | None = None, model: str | None
     if not api_key and not _loopback(host):
         print(f"warning: serving on {host} without an API key; anyone who can reach it can use it", file=sys.stderr)
     app = create_app(programs, lm=lm, base_url=base_url, model=model, api_key=api_key, limits=limits,
-                     allow_unisolated_code=allow_unisolated_code)
+                     allow_unisolated_code=allow_unisolated_code, trace_dir=trace_dir)
     state = app.state.reasonflow
     if any(p.runs_code for p in state.programs.values()):
         from reasonflow import sandbox
@@ -108,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                      body_timeout_s=args.body_timeout)
     serve(args.programs, base_url=args.base_url, model=args.model, host=args.host, port=args.port,
           api_key=args.api_key or os.environ.get(API_KEY_ENV) or None, limits=limits, log_level=args.log_level,
-          allow_unisolated_code=True if args.allow_unisolated_code else None)
+          allow_unisolated_code=True if args.allow_unisolated_code else None, trace_dir=args.trace_dir)
     return 0
 
 
@@ -129,7 +131,11 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
                         "(repeatable; requests may still set their own)")
     p.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
                    help="solving requests in flight before the server answers 503")
-    p.add_argument("--trace-retention", type=int, default=defaults.trace_retention, help="traces kept in memory")
+    p.add_argument("--trace-retention", type=int, default=defaults.trace_retention,
+                   help="traces kept (in memory, or in --trace-dir); the oldest is dropped")
+    p.add_argument("--trace-dir", metavar="DIR",
+                   help="keep traces as files in DIR: servers given the same DIR answer GET /v1/traces/{id} "
+                        "for each other's runs (default: in memory)")
     p.add_argument("--shutdown-grace", type=float, default=defaults.shutdown_grace_s,
                    help="seconds in-flight requests get to finish after SIGTERM")
     p.add_argument("--request-deadline", type=float, default=defaults.request_deadline_s,
