@@ -13,6 +13,10 @@ How to run::
 
     python evals/math_bench.py --dataset gsm8k --limit 50 --programs cot,sc@4 --out runs/x
     reasonflow bench --dataset math500 --limit 20 --programs cot --base-url http://host:8000/v1
+    reasonflow bench ... --shard 0/2 --out runs/s0; reasonflow bench merge runs/all runs/s0 runs/s1
+    reasonflow bench ... --ray --shards 4 --base-url URL --out runs/all      # shards as Ray tasks
+
+``shards`` has the shard slices and ``merge``; ``cluster`` runs the shards as Ray tasks (the ray extra).
 
 What it does not guarantee: accuracy intervals cover question sampling only; engine figures (tok/s,
 utilisation, cache hit rate) are for this session's new questions and are engine-wide, so other
