@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 
 from reasonflow.bench import main, run_bench  # noqa: E402
 from reasonflow.bench.cluster import run_ray  # noqa: E402
-from reasonflow.errors import ConfigError  # noqa: E402
+from reasonflow.errors import ConfigError, DatasetError  # noqa: E402
 from tests.fakeserver import FakeServer, completion  # noqa: E402
 
 TIMINGS = ("latency_s",)
@@ -78,3 +78,7 @@ def test_ray_from_the_command_line_and_its_refusals(tmp_path, data_dir, cluster,
     assert main([*common, "--ray", "--shards", "2", "--out", str(tmp_path / "x")]) == 2  # results exist
     with pytest.raises(ConfigError, match="resume"):
         run_ray("cot", "gsm8k", shards=2, out_dir=tmp_path / "z", resume=True)
+    with pytest.raises(DatasetError):  # raised inside the tasks (no such data on the workers), raised as itself
+        run_ray("cot", "gsm8k", shards=2, out_dir=tmp_path / "z", base_url=stub.base_url, limit=2,
+                data_dir=tmp_path / "no-data", progress=False)
+    assert not (tmp_path / "z" / "results.json").exists()

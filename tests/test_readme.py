@@ -59,6 +59,7 @@ def test_readme_cli_commands_parse():
     """Every ``reasonflow ...`` command in the README's shell blocks names real subcommands and flags."""
     import shlex
 
+    from reasonflow.bench.cli import build_merge_parser
     from reasonflow.cli import build_parser
 
     commands = []
@@ -70,4 +71,7 @@ def test_readme_cli_commands_parse():
                     commands.append(words[1:])
     assert len(commands) >= 8 and any(c[0] == "merge" for c in commands)
     for argv in commands:
+        if argv[:2] == ["bench", "merge"]:  # reasonflow.cli.main routes it to the merge parser
+            build_merge_parser().parse_args(argv[2:])
+            continue
         build_parser().parse_args(argv)  # argparse exits (SystemExit) on an unknown subcommand or flag

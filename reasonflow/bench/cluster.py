@@ -104,6 +104,8 @@ def _gather(ray, refs: list, progress: bool) -> list[dict]:
             try:
                 ray.get(done)
             except ray.exceptions.RayTaskError as exc:
+                for ref in pending:  # the run has failed: the other shards stop too
+                    ray.cancel(ref)
                 cause = getattr(exc, "cause", None)
                 if isinstance(cause, ReasonflowError):
                     raise cause from None

@@ -110,7 +110,12 @@ def _read_shard(path: Path) -> tuple[dict, dict[tuple[str, str], dict]]:
         raise ShardMergeError(f"cannot read the bench files in {path}: {exc}") from exc
     if not isinstance(results, dict) or not isinstance(results.get("shard"), dict):
         raise ShardMergeError(f"{path}/results.json is not a shard's (run with --shard i/N)")
-    return results, rows
+    shard = results["shard"]
+    if not (all(isinstance(shard.get(k), int) for k in ("index", "count", "total"))
+            and isinstance(shard.get("ids"), list) and isinstance(results.get("results"), list)):
+        raise ShardMergeError(f"{path}/results.json has a malformed shard record: {shard!r}")
+    ids = set(shard["ids"])  # rows outside the shard's own questions (an older run in the directory) stay out
+    return results, {key: row for key, row in rows.items() if key[1] in ids}
 
 
 def _check(shards: list[tuple[Path, dict, dict]]) -> list[str]:
