@@ -46,7 +46,8 @@ def serve_stubs(ports: list[int], latency_s: float, capacity: int) -> None:
                     await asyncio.sleep(latency_s)
                 return web.json_response({
                     "id": "stub", "object": "chat.completion", "created": 0, "model": "stub",
-                    "choices": [{"index": i, "finish_reason": "stop", "message": {"role": "assistant", "content": ANSWER}}
+                    "choices": [{"index": i, "finish_reason": "stop",
+                                 "message": {"role": "assistant", "content": ANSWER}}
                                 for i in range(body.get("n") or 1)],
                     "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}})
 
