@@ -10,7 +10,8 @@
 ``build_parser()`` is the standalone parser, ``register_cli(subparsers)`` adds the same arguments as a
 ``bench`` subcommand, and ``main(argv)`` runs and prints the results table. ``merge_main(argv)`` is
 ``bench merge OUT SHARD_DIR...`` (``reasonflow.bench.shards``; ``reasonflow.cli`` routes to it).
-Errors from reasonflow print as one line (``error: ...``, exit 2); Ctrl-C exits 130 with every finished question kept on disk.
+Errors from reasonflow print as one line (``error: ...``, exit 2); Ctrl-C exits 130 with every finished
+question kept on disk.
 """
 
 from __future__ import annotations
