@@ -4,14 +4,10 @@ the concurrency limit's fast 503, disconnect cancellation of upstream requests, 
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,8 +17,8 @@ from reasonflow.config import LMConfig
 from reasonflow.serve import ServeLimits, create_app
 from reasonflow.serve.testing import free_port, serving
 from reasonflow.testing import ScriptedLM
+from tests import serveproc
 
-REPO = Path(__file__).resolve().parents[1]
 KEY = "s3cret-key"
 
 
@@ -262,19 +258,10 @@ serve(["gsm8k.cot"], lm=lm, port=int(sys.argv[1]), log_level="warning")
 
 def test_sigterm_lets_in_flight_requests_finish():
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = serveproc.start(["-c", SERVER, str(port)])
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-                time.sleep(0.1)
+        serveproc.wait_ready(proc, url, timeout_s=60)
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(httpx.post, f"{url}/v1/solve", json={"question": "q"}, timeout=30)
             time.sleep(0.5)

@@ -6,11 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import dspy
 import httpx
@@ -22,9 +17,9 @@ import reasonflow
 from reasonflow.errors import LMRequestError, LMTimeoutError
 from reasonflow.serve.config import DEFAULT_SERVE_PORT
 from reasonflow.serve.testing import free_port
+from tests import serveproc
 from tests.fakeserver import FakeServer, completion
 
-REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-process-key"
 START_TIMEOUT_S = 90
 
@@ -43,31 +38,14 @@ def engine():
 @pytest.fixture(scope="module")
 def server(engine):
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "REASONFLOW_SERVE_API_KEY": KEY}
-    proc = subprocess.Popen([sys.executable, "-m", "reasonflow.cli", "serve", "gsm8k.cot", "gsm8k.sc@4",
-                             "--base-url", engine.base_url, "--port", str(port), "--log-level", "warning"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = serveproc.serve("gsm8k.cot", "gsm8k.sc@4", "--base-url", engine.base_url, "--port", str(port),
+                           "--log-level", "warning", REASONFLOW_SERVE_API_KEY=KEY)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while True:
-            try:
-                httpx.get(f"{url}/healthz", timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    proc.kill()
-                    pytest.fail(f"reasonflow serve did not start: {proc.stdout.read()[-3000:]}")
-                time.sleep(0.2)
+        serveproc.wait_ready(proc, url, START_TIMEOUT_S)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        serveproc.stop(proc)
 
 
 @pytest.fixture()

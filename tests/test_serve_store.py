@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,9 +17,9 @@ from reasonflow.errors import ConfigError
 from reasonflow.serve.store import STALE_TEMP_S, DirectoryTraceStore, TraceStore, open_store
 from reasonflow.serve.testing import free_port
 from reasonflow.trace import Trace
+from tests import serveproc
 from tests.fakeserver import FakeServer, completion
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def trace(question: str) -> Trace:
@@ -109,23 +108,8 @@ ANSWER = completion(json.dumps({"reasoning": "48/2=24, 48+24=72", "answer": 72})
 
 
 def start_serve(port: int, stub_url: str, trace_dir: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    env.pop("REASONFLOW_SERVE_API_KEY", None)
-    return subprocess.Popen([sys.executable, "-m", "reasonflow.cli", "serve", "gsm8k.cot", "--base-url", stub_url,
-                             "--port", str(port), "--trace-dir", str(trace_dir), "--log-level", "warning"],
-                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def wait_ready(proc: subprocess.Popen, url: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            httpx.get(f"{url}/healthz", timeout=1)
-            return
-        except httpx.TransportError:
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
-            time.sleep(0.2)
+    return serveproc.serve("gsm8k.cot", "--base-url", stub_url, "--port", str(port), "--trace-dir", str(trace_dir),
+                           "--log-level", "warning", LITELLM_LOCAL_MODEL_COST_MAP="True", REASONFLOW_SERVE_API_KEY=None)
 
 
 @pytest.mark.timeout(240)
@@ -136,7 +120,7 @@ def test_two_serve_processes_with_one_trace_dir_answer_for_each_other(tmp_path):
         a, b = (f"http://127.0.0.1:{port}" for port in ports)
         try:
             for proc, url in zip(procs, (a, b)):
-                wait_ready(proc, url)
+                serveproc.wait_ready(proc, url, timeout_s=120)
             on_a = httpx.post(f"{a}/v1/solve", json={"question": "Natalia sold 48 clips..."}, timeout=60).json()
             on_b = httpx.post(f"{b}/v1/solve", json={"question": "Another question"}, timeout=60).json()
             assert on_a["answer"] == 72 and on_a["trace_id"] != on_b["trace_id"]
@@ -149,11 +133,4 @@ def test_two_serve_processes_with_one_trace_dir_answer_for_each_other(tmp_path):
             assert sorted(p.name for p in (tmp_path / "traces").iterdir()) == sorted(
                 f"{t}.json" for t in (on_a["trace_id"], on_b["trace_id"]))
         finally:
-            for proc in procs:
-                proc.terminate()
-            for proc in procs:
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            serveproc.stop(*procs)
