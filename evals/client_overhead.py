@@ -52,22 +52,9 @@ def _stub_content(body: dict) -> str:
 def serve_stub(port: int) -> None:
     from aiohttp import web
 
-    async def chat(request):
-        body = await request.json()
-        return web.json_response({
-            "id": "stub", "object": "chat.completion", "created": 0, "model": body.get("model", "stub"),
-            "choices": [{"index": i, "finish_reason": "stop",
-                         "message": {"role": "assistant", "content": _stub_content(body)}}
-                        for i in range(body.get("n") or 1)],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 10, "total_tokens": 60}})
+    from openai_stub import stub_app
 
-    async def models(request):
-        return web.json_response({"object": "list", "data": [{"id": "stub", "object": "model"}]})
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    app.router.add_get("/v1/models", models)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, backlog=2048)
+    web.run_app(stub_app(_stub_content), host="127.0.0.1", port=port, print=None, access_log=None, backlog=2048)
 
 
 # --- one path, measured in a worker process ------------------------------------------------------

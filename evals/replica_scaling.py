@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import subprocess
@@ -35,28 +36,20 @@ def serve_stubs(ports: list[int], latency_s: float, capacity: int) -> None:
     """Child process: one fixed-capacity stub replica per port."""
     from aiohttp import web
 
+    from openai_stub import stub_app
+
     async def main() -> None:
         runners = []
         for port in ports:
-            gate = asyncio.Semaphore(capacity)
+            capacity_left = asyncio.Semaphore(capacity)
 
-            async def chat(request, gate=gate):
-                body = await request.json()
-                async with gate:
+            @contextlib.asynccontextmanager
+            async def gate(body, capacity_left=capacity_left):
+                async with capacity_left:
                     await asyncio.sleep(latency_s)
-                return web.json_response({
-                    "id": "stub", "object": "chat.completion", "created": 0, "model": "stub",
-                    "choices": [{"index": i, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": ANSWER}}
-                                for i in range(body.get("n") or 1)],
-                    "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}})
+                    yield
 
-            async def models(request):
-                return web.json_response({"object": "list", "data": [{"id": "stub", "object": "model"}]})
-
-            app = web.Application()
-            app.router.add_post("/v1/chat/completions", chat)
-            app.router.add_get("/v1/models", models)
+            app = stub_app(lambda body: ANSWER, gate, usage=(20, 7))
             runner = web.AppRunner(app, access_log=None)
             await runner.setup()
             await web.TCPSite(runner, "127.0.0.1", port, backlog=2048).start()
