@@ -3,7 +3,7 @@
 #                cot and sc@4 and Game of 24 (10 test puzzles) with cot on the base model; then Game of 24
 #                with tot on the committed fine-tuned adapter (served merged) next to the random and
 #                exact policies (same search, no LM) on all 100 test puzzles (rows 901-1000): fewer
-#                cannot tell 29% from 10% apart. About 16 minutes on 2 cores.
+#                cannot tell 34% from 10% apart. About 16 minutes on 2 cores.
 #   make test    the whole test suite (unit + engine integration + browser)
 
 PYTHON ?= python3
