@@ -115,6 +115,19 @@ def test_git_commit_and_dirty_flag_are_those_of_the_source_tree(tmp_path, data_d
     assert git["dirty"] is bool(status.strip())
 
 
+def test_the_commit_is_the_one_the_run_started_on(tmp_path, data_dir, gold, monkeypatch):
+    """A long bench outlives commits to its tree: the results belong to the code that started them."""
+    head = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(provenance, "git_state", lambda where=None: dict(head))
+
+    def answer(call):  # someone commits while the questions run
+        head.update(commit="b" * 40, dirty=True)
+        return {"reasoning": "r", "answer": float(gold[call.inputs["question"]])}
+
+    run(tmp_path, data_dir, gold, programs="cot", lm=ScriptedLM(answer))
+    assert saved(tmp_path)["provenance"]["git"] == {"commit": "a" * 40, "dirty": False}
+
+
 def test_a_directory_that_is_not_a_checkout_top_has_no_git_state(tmp_path):
     assert provenance.git_state(tmp_path) is None
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)

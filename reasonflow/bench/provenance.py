@@ -141,12 +141,19 @@ def command_line(command: str | list[str] | None = None) -> str:
     return shlex.join(words)
 
 
-def collect(lm, plan: dict, dataset_source: dict, *, command=None, started: str | None = None) -> dict:
-    """The provenance block of one results.json (see the module docstring)."""
+def start() -> dict:
+    """What is read when a run starts: its time and the source tree's commit (the tree may change while
+    a long run goes on; the results belong to the code that started)."""
+    return {"started_at": now(), "git": git_state()}
+
+
+def collect(lm, plan: dict, dataset_source: dict, *, command=None, started: dict | None = None) -> dict:
+    """The provenance block of one results.json (see the module docstring); ``started`` is ``start()``'s."""
     finished = now()
+    started = started or {"started_at": finished, "git": git_state()}
     return {
-        "date": finished, "started_at": started or finished, "finished_at": finished,
-        "command": command_line(command), "versions": versions(), "git": git_state(),
+        "date": finished, "started_at": started["started_at"], "finished_at": finished,
+        "command": command_line(command), "versions": versions(), "git": started["git"],
         "model": model_info(lm), "dataset": dataset_source,
         "programs": {name: program_info(name, program) for name, program in plan.items()},
     }

@@ -70,7 +70,7 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
         raise ConfigError(f"concurrency must be in 1..{MAX_CONCURRENCY} (MAX_CONCURRENCY), got {concurrency}")
     if question_timeout_s <= 0 or html_traces < 0:
         raise ConfigError("question_timeout_s must be > 0 and html_traces >= 0")
-    started = provenance.now()
+    started = provenance.start()
     shard = Shard.parse(shard)
     names = program_names(programs, dataset)
     plan = {name: get_program(name, **(options or {})) for name in names}  # unknown names fail before any LM call
