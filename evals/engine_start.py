@@ -2,7 +2,7 @@
 compile, warm-up, API server, first token.
 
     python evals/engine_start.py [--model NAME] [--cold] [--json] [-- VLLM ARGS]
-    python evals/engine_start.py -- -O0        # eager: no torch.compile, so no compile warm-up
+    python evals/engine_start.py -- -O3        # with torch.compile (EngineConfig(compile=True)); the default is eager
 
 It starts ``reasonflow.Engine`` as ``reasonflow engine up`` would and follows the engine's log while
 it starts, stamping the moment each milestone's line first appears (``MILESTONES``); a phase is the

@@ -81,6 +81,10 @@ class EngineConfig:
     # float32: CPUs without AVX512-BF16 emulate bfloat16 slowly (vLLM would otherwise downcast).
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "float32"
     guided_backend: str = DEFAULT_GUIDED_BACKEND  # one of GUIDED_BACKENDS
+    # False: vLLM runs the model eagerly (-O0). On these CPU cores torch.compile adds ~10 s to every
+    # warm start and no throughput (evals/engine_start.py, evals/engine_throughput.py, each with and
+    # without `-- -O0`). True: vLLM's default compilation (on a GPU: CUDA graphs); `-- -O3` also works.
+    compile: bool = False
     extra_args: tuple[str, ...] = ()  # passed to vLLM as they are (`engine up -- --data-parallel-size 2`)
     cpus: tuple[int, ...] = ()  # CPU ids the server is bound to (affinity and vLLM's OMP binding); () = any
 

@@ -79,3 +79,17 @@ def test_the_structured_output_backend_is_an_engine_setting_and_a_bad_one_is_ref
     assert {flag(b)["backend"] for b in GUIDED_BACKENDS} == set(GUIDED_BACKENDS)
     with pytest.raises(ConfigError, match="guided_backend"):
         EngineConfig(guided_backend="regex-magic")
+
+
+def test_the_engine_runs_eagerly_unless_asked_to_compile_and_a_later_flag_wins():
+    from reasonflow.config import EngineConfig
+    from reasonflow.engine.server import Engine
+
+    def command(**kw):
+        engine = Engine(config=EngineConfig(**kw))
+        engine.model_dir, engine.served_model, engine.port = Path("/m"), "m", 8123
+        return engine.command()
+
+    assert command()[-1] == "-O0"  # no torch.compile: ~10 s less warm start, the same tok/s here
+    assert "-O0" not in command(compile=True)
+    assert command(extra_args=("-O3",))[-2:] == ["-O0", "-O3"]  # vLLM reads the last -O

@@ -137,6 +137,8 @@ class Engine:
         if cfg.lora:
             modules = [f"{name}={Path(path).resolve()}" for name, path in cfg.lora]
             cmd += ["--enable-lora", "--max-lora-rank", str(cfg.max_lora_rank), "--lora-modules", *modules]
+        if not cfg.compile:
+            cmd.append("-O0")  # eager; a later -O in extra_args wins (vLLM reads the last one)
         return cmd + list(cfg.extra_args)
 
     def environment(self) -> dict[str, str]:
