@@ -44,7 +44,7 @@ from reasonflow.serve.openai_routes import router as openai_router
 from reasonflow.serve.programs import ServedProgram, load_programs
 from reasonflow.serve.runner import ApiError, Solver, until_disconnect
 from reasonflow.serve.schemas import SolveRequest
-from reasonflow.serve.store import TraceStore, open_store
+from reasonflow.serve.store import Store, open_store
 from reasonflow.trace.html import CSP, render_html
 
 SOLVING_PATHS = frozenset({"/v1/solve", "/v1/solve/stream", "/v1/chat/completions", "/v1/completions"})
@@ -59,7 +59,7 @@ class ServerState:
     programs: dict[str, ServedProgram]
     lm: dspy.LM
     limits: ServeLimits
-    store: TraceStore
+    store: Store
     gate: Gate
     solver: Solver
     metrics: Metrics

@@ -43,7 +43,7 @@ from reasonflow.serve.config import ServeLimits
 from reasonflow.serve.metrics import Metrics
 from reasonflow.serve.programs import ServedProgram
 from reasonflow.serve.schemas import SolveOptions
-from reasonflow.serve.store import TraceStore
+from reasonflow.serve.store import Store
 from reasonflow.trace import Trace
 from reasonflow.usage import track_usage
 
@@ -69,7 +69,7 @@ class Prepared:
 
 
 class Solver:
-    def __init__(self, programs: dict[str, ServedProgram], lm: dspy.LM, store: TraceStore, limits: ServeLimits,
+    def __init__(self, programs: dict[str, ServedProgram], lm: dspy.LM, store: Store, limits: ServeLimits,
                  metrics: Metrics | None = None):
         self.programs, self.lm, self.store, self.limits = programs, lm, store, limits
         self.metrics = metrics or Metrics(programs)

@@ -33,6 +33,7 @@ import threading
 import time
 from collections import OrderedDict
 from pathlib import Path
+from typing import Protocol
 
 from reasonflow.errors import ArtifactError, ConfigError
 from reasonflow.trace import Trace
@@ -41,6 +42,16 @@ log = logging.getLogger(__name__)
 
 TRACE_ID = re.compile(r"^[0-9a-f]{32}$")  # secrets.token_hex(16)
 STALE_TEMP_S = 600.0  # a writer's temporary file older than this was left by a crash; it is removed
+
+
+class Store(Protocol):
+    """What the server needs of a trace store (``TraceStore``, ``DirectoryTraceStore``)."""
+
+    capacity: int
+
+    def put(self, trace: Trace) -> str: ...
+
+    def get(self, trace_id: str) -> Trace | None: ...
 
 
 def _check_capacity(capacity) -> int:
@@ -148,6 +159,6 @@ class DirectoryTraceStore:
             return None
 
 
-def open_store(capacity: int, directory: str | os.PathLike | None = None) -> TraceStore | DirectoryTraceStore:
+def open_store(capacity: int, directory: str | os.PathLike | None = None) -> Store:
     """The server's trace store: in memory, or in ``directory`` (``serve --trace-dir``) when given."""
     return TraceStore(capacity) if directory is None else DirectoryTraceStore(directory, capacity)
