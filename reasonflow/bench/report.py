@@ -7,7 +7,8 @@ logprob-weighted votes over the same samples), token and call totals over all ro
 session's wall time, tok/s, utilisation and prefix-cache hit rate. ``table(results)`` renders them
 as markdown (``selections(results)`` adds a line per program with several selection rules);
 ``plot(results, dataset, path)`` draws one point per program (tokens per question against accuracy,
-with interval bars) using matplotlib's Agg canvas.
+with interval bars) using matplotlib's Agg canvas. ``write(out, results, heading)`` writes a run's
+results.json, results.md and plot.
 
 Not guaranteed: maj@k and pass@k need per-sample answers (``Result.samples``); programs without them
 report null. pass@k counts a question as solved when any of its samples is correct.
@@ -15,6 +16,7 @@ report null. pass@k counts a question as solved when any of its samples is corre
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -135,6 +137,18 @@ def selections(results: list[dict]) -> str:
             rules = "; ".join(f"{rule} {_pct(v['value'], v['ci95'])}" for rule, v in r["selections"].items())
             lines.append(f"Selection over the same samples, **{r['program']}**: {rules}")
     return "\n".join(lines)
+
+
+def write(out: Path, results: dict, heading: str) -> str:
+    """``out``/results.json, results.md (``# heading``, the table, its baseline and selection lines) and
+    accuracy_vs_tokens.png for one run's ``results``; returns the markdown table."""
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    markdown = table(results["results"])
+    for extra in (baselines(results["results"]), selections(results["results"])):
+        markdown += f"\n\n{extra}" if extra else ""
+    (out / "results.md").write_text(f"# {heading}\n\n{markdown}\n")
+    plot(results["results"], results["dataset"], out / "accuracy_vs_tokens.png")
+    return markdown
 
 
 def plot(results: list[dict], dataset: str, path: Path) -> Path:

@@ -19,7 +19,6 @@ server is counted too.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,15 +107,10 @@ def run_bench(programs: str | Iterable[str], dataset: str, *, split: str = "test
         "shard": None if shard is None else {"index": shard.index, "count": shard.count, "total": total, "ids": ids},
         "provenance": provenance.collect(lm, plan, source, command=command, started=started),
     }
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    part = f", shard {shard}" if shard is not None else ""
+    table = report.write(out, results, f"{dataset} ({split}, {len(examples)} questions{part})")
     if lm_eval_out is not None:
         results["lm_eval_path"] = str(lm_eval.write(results, lm_eval_out))
-    table = report.table(results["results"])
-    for extra in (report.baselines(results["results"]), report.selections(results["results"])):
-        table += f"\n\n{extra}" if extra else ""
-    part = f", shard {shard}" if shard is not None else ""
-    (out / "results.md").write_text(f"# {dataset} ({split}, {len(examples)} questions{part})\n\n{table}\n")
-    report.plot(results["results"], dataset, out / "accuracy_vs_tokens.png")
     return {**results, "table": table}
 
 

@@ -188,13 +188,8 @@ def merge(out_dir, shard_dirs, *, command=None) -> dict:
         "provenance": {**(first.get("provenance") or {}), "command": provenance.command_line(command),
                        "date": provenance.now(), "shards": [_shard_provenance(r) for _, r, _ in shards]},
     })
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = report.table(results["results"])
-    for extra in (report.baselines(results["results"]), report.selections(results["results"])):
-        table += f"\n\n{extra}" if extra else ""
-    (out / "results.md").write_text(f"# {results['dataset']} ({results['split']}, {results['questions']} questions, "
-                                    f"merged from {len(shards)} shards)\n\n{table}\n")
-    report.plot(results["results"], results["dataset"], out / "accuracy_vs_tokens.png")
+    table = report.write(out, results, f"{results['dataset']} ({results['split']}, {results['questions']} questions, "
+                                       f"merged from {len(shards)} shards)")
     return {**results, "table": table}
 
 
