@@ -161,7 +161,7 @@ def export_trace(trace, *, tracer=None, records: Iterable[CallRecord] = (), call
                  parent=None, error: BaseException | None = None):
     """Emit ``trace`` as spans (see the module docstring); returns the search span."""
     otel_trace, _ = _api()
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import Status, StatusCode
 
     import networkx as nx
 
@@ -202,9 +202,9 @@ def export_trace(trace, *, tracer=None, records: Iterable[CallRecord] = (), call
         span = tracer.start_span("reasonflow.node", context=contexts[parents[0]] if parents else root_context,
                                  start_time=begin, attributes=_node_attrs(graph, nid, parents))
         contexts[nid] = otel_trace.set_span_in_context(span)
-        _call_spans(tracer, by_node.get(nid, []), contexts[nid], window, SpanKind, Status, StatusCode)
+        _call_spans(tracer, by_node.get(nid, []), contexts[nid], window)
         span.end(end_time=max(finish, begin))
-    _call_spans(tracer, by_node.get(None, []), root_context, window, SpanKind, Status, StatusCode)
+    _call_spans(tracer, by_node.get(None, []), root_context, window)
     if error is not None:
         root.record_exception(error)
         root.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
@@ -239,7 +239,9 @@ def _owners(graph) -> dict[str, str]:
     return owner
 
 
-def _call_spans(tracer, records, context, window, SpanKind, Status, StatusCode) -> None:
+def _call_spans(tracer, records, context, window) -> None:
+    from opentelemetry.trace import SpanKind, Status, StatusCode
+
     for rec in records:
         begin, end = window(rec)
         span = tracer.start_span(f"chat {rec.model}", context=context, kind=SpanKind.CLIENT, start_time=begin,
