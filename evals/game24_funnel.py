@@ -25,22 +25,13 @@ from reasonflow.trace import Trace
 KEPT = ("selected", "terminal", "answer")
 
 
-def steps_to(graph, node) -> list[str]:
-    """The moves on the path from the root to ``node``."""
-    steps = []
-    while list(graph.predecessors(node)):
-        steps.append(str(graph.nodes[node]["text"]).strip())
-        node = next(iter(graph.predecessors(node)))
-    return steps[::-1]
-
-
-def puzzle_funnel(graph, question: str) -> Counter:
+def puzzle_funnel(trace, question: str) -> Counter:
     numbers_left = builtins.module("game24").numbers_left
-    out = Counter()
+    graph, out = trace.graph, Counter()
     for depth in (1, 2):
         # distinct proposed states at this depth: duplicates and illegal moves carry a reason and no score
         nodes = [n for n, a in graph.nodes(data=True) if a.get("depth") == depth and not a.get("reason")]
-        states = {n: numbers_left(question, steps_to(graph, n)) for n in nodes}
+        states = {n: numbers_left(question, trace.steps_to(n)) for n in nodes}
         good = [n for n, s in states.items() if s is not None and reachable(s)]
         out[f"d{depth} states"] += len(nodes)
         out[f"d{depth} reachable states"] += len(good)
@@ -61,7 +52,7 @@ def main() -> None:
         funnel = funnels[row["program"]]
         funnel["puzzles"] += 1
         funnel["solved"] += bool(row.get("correct"))
-        funnel.update(puzzle_funnel(Trace.load(Path(args.bench_dir) / row["trace"]).graph, row["question"]))
+        funnel.update(puzzle_funnel(Trace.load(Path(args.bench_dir) / row["trace"]), row["question"]))
     if not funnels:
         raise SystemExit(f"no traced rows in {args.bench_dir}")
     for program, f in sorted(funnels.items()):

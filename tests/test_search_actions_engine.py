@@ -19,19 +19,10 @@ pytestmark = pytest.mark.engine
 
 
 def proposals(trace):
-    """(parent's steps, proposal) for every proposed node: the path of steps from the root."""
+    """(parent's steps, proposal, node attributes) for every proposed node: the path of steps from the root."""
     graph = trace.graph
-    root = next(n for n in graph if graph.in_degree(n) == 0)
-    out = []
-    for node in graph:
-        if node == root:
-            continue
-        path, cur = [], node
-        while cur != root:
-            path.append(graph.nodes[cur]["text"])
-            cur = next(iter(graph.predecessors(cur)))
-        out.append((list(reversed(path[1:])), path[0], graph.nodes[node]))
-    return out
+    return [(trace.steps_to(node)[:-1], str(graph.nodes[node]["text"]), graph.nodes[node])
+            for node in graph if graph.in_degree(node)]
 
 
 @pytest.mark.parametrize("model", [None, GAME24_ADAPTER])

@@ -144,13 +144,9 @@ def search_examples(bench_dir: str | Path) -> tuple[list[SFTExample], dict]:
             raise DatasetError(f"{row['id']} is a benchmark row (Game of 24 trains on rows 1-{TRAIN_ROWS} only)")
         if not row.get("correct") or not row.get("trace"):
             continue
-        graph = Trace.load(Path(bench_dir) / row["trace"]).graph
-        node = next((n for n, a in graph.nodes(data=True) if a.get("status") == "answer"), None)
-        chain = []
-        while node is not None and list(graph.predecessors(node)):
-            chain.append(str(graph.nodes[node].get("text") or "").strip())
-            node = next(iter(graph.predecessors(node)))
-        chain.reverse()
+        trace = Trace.load(Path(bench_dir) / row["trace"])
+        node = next((n for n, a in trace.graph.nodes(data=True) if a.get("status") == "answer"), None)
+        chain = trace.steps_to(node) if node is not None else []
         puzzle = type("Puzzle", (), {"id": row["id"], "question": row["question"]})
         for i, move in enumerate(chain):
             kept.append(_propose(puzzle, numbers_left(row["question"], chain[:i]), move, f"search:{row['program']}"))

@@ -160,10 +160,18 @@ class Trace:
                 return (a.get("status") != "pruned", score is not None, score or 0.0, -order[n])
 
             target = max((n for n in g if g.out_degree(n) == 0), key=rank)
-        path = [target]
-        while parents := list(g.predecessors(path[-1])):
+        return self.path_to(target)
+
+    def path_to(self, node_id: str) -> list[str]:
+        """Ids from the root to ``node_id`` (a tree: one parent each)."""
+        path = [node_id]
+        while parents := list(self.graph.predecessors(path[-1])):
             path.append(parents[0])
         return path[::-1]
+
+    def steps_to(self, node_id: str) -> list[str]:
+        """The text of each node below the root on its path to ``node_id``, stripped: the steps taken."""
+        return [str(self.graph.nodes[n].get("text") or "").strip() for n in self.path_to(node_id)[1:]]
 
     def stats(self) -> dict[str, Any]:
         """Counts over the tree. ``mean_branching`` is children per non-leaf node; ``lm_calls`` counts
