@@ -2,8 +2,11 @@
 
     python evals/game24_value.py --data-dir ../shared/data [--model game24-tot] [--states 400] [--base-url URL]
     python evals/game24_value.py --data-dir ../shared/data --per-class 100   # balanced: 100 of each class per depth
+    python evals/game24_value.py --data-dir ../shared/data --per-class 100 --offset 800   # train rows 801-900: fit, a dev check
 
-States come from the benchmark rows 901-1000 (never trained on): random 1- and 2-move paths from each
+States come from the benchmark rows 901-1000 (never trained on; ``--offset`` below 900 reads train rows
+instead, which measures how well the value fits its training puzzles: what to compare adapters on
+without looking at the benchmark rows): random 1- and 2-move paths from each
 puzzle, seeded, labelled reachable or not by exhaustive search. By default they come as random moves
 meet them (after two moves about 2% are reachable, so an AUC there rests on a handful of states);
 ``--per-class N`` draws N distinct reachable and N distinct dead states per depth instead. Each state is valued by
@@ -96,15 +99,17 @@ def main() -> None:
     parser.add_argument("--states", type=int, default=400)
     parser.add_argument("--per-class", type=int, default=0,
                         help="> 0: this many distinct reachable and dead states per depth instead of --states")
+    parser.add_argument("--offset", type=int, default=900, help="first puzzle row (900: the benchmark rows 901-1000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
-    puzzles = [ex.question for ex in load("game24", data_dir=args.data_dir, offset=900, limit=100)]
+    puzzles = [ex.question for ex in load("game24", data_dir=args.data_dir, offset=args.offset, limit=100)]
     states = (balanced_states(puzzles, args.per_class, args.seed) if args.per_class > 0
               else sample_states(puzzles, args.states, args.seed))
     lm = reasonflow.configure(args.base_url, args.model, temperature=0.0)
     asyncio.run(value_all(states, args.concurrency))
-    report = {"model": lm.served_model, "prompt_format": getattr(lm, "prompt_format", "json"), "seed": args.seed,
+    report = {"model": lm.served_model, "rows": [args.offset + 1, args.offset + 100],
+              "prompt_format": getattr(lm, "prompt_format", "json"), "seed": args.seed,
               "sampling": f"balanced, {args.per_class} per class per depth" if args.per_class > 0 else "random moves",
               "all": summary(states), **{f"depth {d}": summary([s for s in states if s["depth"] == d]) for d in (1, 2)}}
     for name in ("all", "depth 1", "depth 2"):

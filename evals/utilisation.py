@@ -11,6 +11,11 @@ Two figures per program:
   same count for ``cap`` synthetic requests in flight shaped like the program's average sequence
   (its computed prompt tokens and its generated tokens per sequence), each prompt starting with its
   own number so the cache serves none of it past the chat template. Measured right after the program.
+- ``vs_guided_mixed`` (how much of the engine the orchestrator leaves unused): the same engine work
+  over the **guided mixed peak**, the mixed peak's requests under a JSON-schema response format
+  (``throughput.GUIDED_FORMAT``: one long string field), since every reasonflow program decodes under
+  a grammar and its per-token cost is the engine's, not the caller's (``evals/guided_decoding.py``
+  compares the backends).
 - ``generated_only`` (the old figure, kept so earlier numbers stay comparable): generated tok/s over
   ``peak_throughput`` at ``cap`` single-sequence requests of 64 tokens, measured first. Its peak under
   guided JSON decoding (what reasonflow's programs use) is printed beside it.
@@ -39,7 +44,7 @@ import openai
 
 import reasonflow
 from reasonflow.data import load
-from reasonflow.engine.throughput import peak_throughput
+from reasonflow.engine.throughput import GUIDED_FORMAT, peak_throughput
 from reasonflow.lm import resolve_base_url
 
 FILLER = " ship"  # one token per repeat in common tokenizers; the prompt's length in words
@@ -74,18 +79,21 @@ class EngineWork:
 
 
 async def mixed_peak(base_url: str, model: str, cap: int, *, prompt_tokens: float, completion_tokens: float,
-                     rounds: int = 2, api_key: str = "EMPTY") -> EngineWork:
+                     rounds: int = 2, api_key: str = "EMPTY", guided: bool = False) -> EngineWork:
     """Engine work per second with ``cap`` requests in flight for ``rounds`` rounds, each with a
     prompt of about ``prompt_tokens`` tokens no other request shares and exactly ``completion_tokens``
-    generated (``ignore_eos``)."""
+    generated (``ignore_eos``; with ``guided``, under ``GUIDED_FORMAT`` instead, whose long string
+    field runs to ``max_tokens``: EOS is the grammar's)."""
     words, generate = max(1, round(prompt_tokens)), max(1, round(completion_tokens))
     gate = asyncio.Semaphore(cap)
 
     async def one(client, i: int) -> tuple[int, int]:
         async with gate:
+            shape = {"response_format": GUIDED_FORMAT} if guided else \
+                {"extra_body": {"ignore_eos": True, "min_tokens": generate}}
             resp = await client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": f"{i}:{FILLER * words}"}], max_tokens=generate,
-                temperature=1.0, extra_body={"ignore_eos": True, "min_tokens": generate})
+                temperature=1.0, **shape)
             return computed_prompt_tokens(resp.usage), resp.usage.completion_tokens
 
     async with openai.AsyncOpenAI(base_url=base_url, api_key=api_key, timeout=600, max_retries=0) as client:
@@ -119,13 +127,16 @@ async def achieved(program, examples, lm) -> tuple[EngineWork, int, int]:
     return work, usage.calls, errors
 
 
-def utilisation(work: EngineWork, mixed: EngineWork, peak: float, guided_peak: float) -> dict:
-    """Engine work over the mixed peak; generated tokens over the generated-only peak, and over its
-    guided-decoding twin (the figures earlier runs printed)."""
+def utilisation(work: EngineWork, mixed: EngineWork, peak: float, guided_peak: float,
+                guided_mixed: EngineWork | None = None) -> dict:
+    """Engine work over the mixed peak (and over its guided twin); generated tokens over the
+    generated-only peak, and over its guided-decoding twin (the figures earlier runs printed)."""
     def ratio(a: float, b: float) -> float | None:
         return round(a / b, 3) if b else None
 
-    return {"utilisation": ratio(work.tok_s, mixed.tok_s), "generated_only": ratio(work.generated_tok_s, peak),
+    return {"utilisation": ratio(work.tok_s, mixed.tok_s),
+            "vs_guided_mixed": ratio(work.tok_s, guided_mixed.tok_s) if guided_mixed else None,
+            "generated_only": ratio(work.generated_tok_s, peak),
             "generated_only_vs_guided_peak": ratio(work.generated_tok_s, guided_peak)}
 
 
@@ -133,8 +144,11 @@ async def measure_program(name: str, examples, lm, url: str, cap: int, peak: flo
     work, calls, errors = await achieved(reasonflow.program(name), examples, lm)
     prompt, completion = work.shape()
     mixed = await mixed_peak(url, lm.served_model, cap, prompt_tokens=prompt, completion_tokens=completion)
+    guided_mixed = await mixed_peak(url, lm.served_model, cap, prompt_tokens=prompt, completion_tokens=completion,
+                                    guided=True)
     return {"program": name, "questions": len(examples), "lm_calls": calls, "errors": errors,
-            "work": work.to_dict(), "mixed_peak": mixed.to_dict(), **utilisation(work, mixed, peak, guided_peak)}
+            "work": work.to_dict(), "mixed_peak": mixed.to_dict(), "guided_mixed_peak": guided_mixed.to_dict(),
+            **utilisation(work, mixed, peak, guided_peak, guided_mixed)}
 
 
 def main() -> None:
@@ -162,7 +176,8 @@ def main() -> None:
         report["programs"].append(row)
         work, mixed = row["work"], row["mixed_peak"]
         print(f"{name:>12}: utilisation {row['utilisation']:.2f} of the mixed peak ({work['tok_s']:.1f} of "
-              f"{mixed['tok_s']:.1f} tok/s, prompt+generated per sequence {work['prompt_tokens_per_sequence']}"
+              f"{mixed['tok_s']:.1f} tok/s; {row['vs_guided_mixed']:.2f} of its guided twin, "
+              f"{row['guided_mixed_peak']['tok_s']:.1f} tok/s; prompt+generated per sequence {work['prompt_tokens_per_sequence']}"
               f"+{work['completion_tokens_per_sequence']}, peak's {mixed['prompt_tokens_per_sequence']}"
               f"+{mixed['completion_tokens_per_sequence']}); generated-only {row['generated_only']:.2f} "
               f"({work['generated_tok_s']:.1f} tok/s; vs guided peak {row['generated_only_vs_guided_peak']:.2f}); {row['lm_calls']} calls, {row['errors']} errors, "

@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prompt the adapter is trained on and called with (default: compact for game24, json for gsm8k)")
     ft.add_argument("--gold", action="append", metavar="FORMAT=N",
                     help="N GSM8K train gold solutions in FORMAT (pot or cot; N=all: every train row that "
-                         "converts, the dev slice excepted), or for game24 exact=N train puzzles; repeatable "
+                         "converts, the dev slice excepted), or for game24 exact=N train puzzles (propose=N / value=N: one half only); repeatable "
                          "(default: pot=256, game24 exact=900, unless --search is given)")
     ft.add_argument("--augment", type=int, default=0, metavar="M",
                     help="add up to M number-perturbed variants of every gold PoT example (GSM-Symbolic style)")

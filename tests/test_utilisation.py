@@ -33,6 +33,16 @@ def test_the_mixed_peak_counts_computed_prompt_tokens_plus_generated_ones_and_sh
     assert len({p.split(":")[0] for p in prompts}) == 6  # each starts with its own number
 
 
+def test_the_guided_mixed_peak_has_the_same_shape_under_a_json_schema_and_leaves_eos_to_the_grammar():
+    with FakeServer([completion('{"story": "x', prompt_tokens=30)]) as server:
+        peak = asyncio.run(utilisation.mixed_peak(server.base_url, "fake", 2, prompt_tokens=12, completion_tokens=5,
+                                                  guided=True))
+    assert (peak.sequences, peak.prompt_tokens) == (4, 4 * 30)
+    assert all(b["response_format"] == utilisation.GUIDED_FORMAT and b["max_tokens"] == 5 for b in server.bodies)
+    assert not any("ignore_eos" in b or "min_tokens" in b for b in server.bodies)
+    assert all(b["messages"][0]["content"].count(utilisation.FILLER) == 12 for b in server.bodies)
+
+
 def test_a_programs_work_excludes_prefix_cache_hits_and_counts_every_sequence():
     def answer(body):
         return completion(*['{"reasoning": "4 + 4", "answer": "8"}'] * body.get("n", 1), prompt_tokens=100, cached=60)
@@ -51,5 +61,8 @@ def test_utilisation_divides_engine_work_by_the_mixed_peak_and_keeps_the_generat
     work = utilisation.EngineWork(sequences=4, prompt_tokens=300, completion_tokens=100, wall_s=1.0)
     mixed = utilisation.EngineWork(sequences=8, prompt_tokens=600, completion_tokens=200, wall_s=1.0)
     figures = utilisation.utilisation(work, mixed, peak=400.0, guided_peak=200.0)
-    assert figures == {"utilisation": 0.5, "generated_only": 0.25, "generated_only_vs_guided_peak": 0.5}
+    assert figures == {"utilisation": 0.5, "vs_guided_mixed": None, "generated_only": 0.25,
+                       "generated_only_vs_guided_peak": 0.5}
+    guided_mixed = utilisation.EngineWork(sequences=8, prompt_tokens=400, completion_tokens=100, wall_s=1.0)
+    assert utilisation.utilisation(work, mixed, 400.0, 200.0, guided_mixed)["vs_guided_mixed"] == 0.8
     assert utilisation.utilisation(work, mixed, peak=0.0, guided_peak=0.0)["generated_only"] is None

@@ -12,7 +12,8 @@ engine serves that adapter merged into the base weights (``reasonflow.finetune.m
 LoRA path decodes about 3x slower, and the search is the long part of a round.
 
 ``task="game24"`` trains the Game of 24 proposer and value (``reasonflow.finetune.game24``): gold is
-``exact=N`` (N train puzzles, labels by exhaustive search), search is a ``game24.tot`` program run over
+``exact=N`` (N train puzzles, labels by exhaustive search; ``propose=N`` or ``value=N`` keeps one
+half, e.g. a value-only pass from ``init_adapter``), search is a ``game24.tot`` program run over
 train puzzles whose solved paths are kept; its prompts are compact by default.
 
 Questions come from the train split in the order of ``seed``'s shuffle: gold takes the rows from
@@ -39,7 +40,7 @@ from reasonflow.finetune.train import LoRAConfig, read_manifest, train
 
 DATASET = "gsm8k"  # the one dataset with worked train solutions
 TASKS = ("gsm8k", "game24")
-GOLD_FORMATS = {"gsm8k": tuple(f for f in FORMATS if not f.startswith("g24-")), "game24": ("exact",)}
+GOLD_FORMATS = {"gsm8k": tuple(f for f in FORMATS if not f.startswith("g24-")), "game24": ("exact", "propose", "value")}
 DEFAULT_GOLD = (("pot", 256),)  # 32 steps of 8 one-line programs: ~20 min on 2 CPU cores without AVX512
 DEFAULT_SEARCH_CONCURRENCY = 8
 GOLD_POOL_FACTOR = 2  # rows read per wanted example (some solutions do not convert)
@@ -122,9 +123,13 @@ def collect_gold(recipe: Recipe, rows: list | None = None) -> tuple[list[SFTExam
     if recipe.task == "game24":
         from reasonflow.finetune import game24
 
-        kept, counts = game24.exact_examples(wanted["exact"], offset=recipe.gold_offset, seed=recipe.seed,
-                                             data_dir=recipe.data_dir)
-        return kept, {"exact": counts}
+        for fmt, count in wanted.items():  # exact: both parts; propose / value: that part only
+            parts = game24.PARTS if fmt == "exact" else (fmt,)
+            examples, counts = game24.exact_examples(count, offset=recipe.gold_offset, seed=recipe.seed,
+                                                     data_dir=recipe.data_dir, parts=parts)
+            kept += examples
+            report[fmt] = counts
+        return kept, report
     rows = train_rows(recipe) if rows is None else rows
     usable = len(rows) - DEV_ROWS  # the dev slice is never training data
     counts_ = [c for c in wanted.values() if c != ALL]
