@@ -44,6 +44,7 @@ DATASET = "game24"
 TRAIN_ROWS = GAME24_TRAIN_ROWS
 PROPOSE_FIRST_MOVES = 2  # good first moves drawn per puzzle (identical ones merged)
 VALUE_PER_CLASS = {1: 1, 2: 2}  # value examples of each class (sure, impossible) per puzzle, by moves made
+PARTS = ("propose", "value")  # what exact_examples makes; the recipe's gold formats exact (both), propose, value
 
 
 def _numbers(state) -> str:
@@ -107,11 +108,14 @@ def balanced_values(by_depth: dict[int, Counter], puzzles: int, rng: random.Rand
     return out, counts
 
 
-def exact_examples(count: int, *, offset: int = 0, seed: int = 0,
-                   data_dir: str | None = None) -> tuple[list[SFTExample], dict]:
-    """Examples from ``count`` train puzzles from row ``offset`` on; ``ConfigError`` past row 900."""
+def exact_examples(count: int, *, offset: int = 0, seed: int = 0, data_dir: str | None = None,
+                   parts: tuple[str, ...] = PARTS) -> tuple[list[SFTExample], dict]:
+    """Examples from ``count`` train puzzles from row ``offset`` on; ``ConfigError`` past row 900.
+    ``parts`` keeps the propose and/or value examples (a value-only pass trains the value on)."""
     from reasonflow import data as datasets_
 
+    if not parts or set(parts) - set(PARTS):
+        raise ConfigError(f"parts must be a non-empty subset of {PARTS}, got {parts!r}")
     if offset < 0 or count < 1 or offset + count > TRAIN_ROWS:
         raise ConfigError(f"Game of 24 training puzzles are rows 1-{TRAIN_ROWS}: offset {offset} + count {count} "
                           f"would reach the benchmark rows {TRAIN_ROWS + 1}-1000")
@@ -119,13 +123,14 @@ def exact_examples(count: int, *, offset: int = 0, seed: int = 0,
     states = value_states(puzzles)
     proposals = [ex for puzzle in puzzles for ex in first_moves(puzzle, random.Random(f"{seed}|{puzzle.id}"))]
     kept, seen, counts = [], set(), Counter()
-    for ex in proposals + deeper_moves(states):
+    for ex in (proposals + deeper_moves(states) if "propose" in parts else []):
         key = (json.dumps(ex.inputs), json.dumps(ex.outputs))
         counts[f"{ex.format}:{'kept' if key not in seen else 'duplicate'}"] += 1
         if key not in seen:
             seen.add(key)
             kept.append(ex)
-    values, value_counts = balanced_values(states, len(puzzles), random.Random(f"{seed}|values"))
+    values, value_counts = balanced_values(states, len(puzzles), random.Random(f"{seed}|values")) \
+        if "value" in parts else ([], {})
     counts.update(value_counts)
     counts.update(f"g24-value:{ex.outputs['verdict']}" for ex in values)
     return kept + values, {"puzzles": len(puzzles), "rows": [offset + 1, offset + len(puzzles)], **dict(sorted(counts.items()))}
