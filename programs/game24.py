@@ -5,8 +5,11 @@ A ToT step is a move ``a op b = c`` on the numbers left. The moves are the task'
 proposer is guided to legal moves only, and the model sees just the numbers left: a state is the
 multiset of numbers, whichever path reached it (states with the same numbers are one state). A state
 with one number left is terminal, valued 1 if it is 24; other states are valued by the LM (by its
-verdict probabilities, ``value_scoring="logprob"``), and the final expression is rebuilt from the
-moves and checked by ``checking.game24_check``. ``game24.tot:random`` and ``game24.tot:exact`` run the
+verdict probabilities, ``value_scoring="logprob"``). With two numbers left the value first writes
+its own trials, each move ``a op b = c`` it can make (the ToT paper's value prompt does the same):
+a 135M model valuing "3 8" in one token learns only the base rate, one that computes ``8 * 3 = 24``
+first has its answer in front of it. The results in the trials are the model's own, not the task's.
+The final expression is rebuilt from the moves and checked by ``checking.game24_check``. ``game24.tot:random`` and ``game24.tot:exact`` run the
 same search with a uniform random policy and with a perfect one (``checking.game24.reachable``).
 """
 
@@ -25,6 +28,7 @@ from reasonflow.search.task import Verdict
 from reasonflow.strategies import ChainOfThought, SelfConsistency, TreeOfThought
 
 _OPERAND = r"\d+(?:/\d+)?"
+TRIALS_MAX_CHARS = 128  # the longest two-number trials of rows 1-1000 (checking.game24.value_trials) have 95
 _MOVE = re.compile(rf"^({_OPERAND}) ([-+*/]) ({_OPERAND}) = ({_OPERAND})$")
 
 
@@ -46,9 +50,11 @@ class ProposeGame24Step(dspy.Signature):
 
 class ValueGame24(dspy.Signature):
     """Game of 24: can these numbers still make 24, each used once, with + - * /?
-    Answer sure, likely or impossible."""
+    With two numbers left, first try each move. Answer sure, likely or impossible."""
 
     numbers: str = dspy.InputField(desc="the numbers left")
+    trials: str = dspy.OutputField(desc="with two numbers left, each move a op b = c until one makes 24; "
+                                        "otherwise empty", max_chars=TRIALS_MAX_CHARS)
     verdict: Verdict = dspy.OutputField()
 
 

@@ -90,7 +90,7 @@ def test_compiling_game24_tot_bootstraps_propose_and_value_demos_from_train_row_
 
     def script(call):  # proposes moves that stay on a path to 24 and values states exactly
         if "verdict" in call.system:
-            return {"verdict": "sure" if reachable(numbers(call)) else "impossible"}
+            return {"trials": "", "verdict": "sure" if reachable(numbers(call)) else "impossible"}
         moves = good_moves(numbers(call)) or [move for move, _ in legal_moves(numbers(call))]
         return [{"next_step": moves[i % len(moves)]} for i in range(call.n)]
 
@@ -107,7 +107,7 @@ def test_compiling_game24_tot_bootstraps_propose_and_value_demos_from_train_row_
         state = tuple(sorted(Fraction(x) for x in demo["numbers"].split()))
         assert demo["next_step"] in dict(legal_moves(state))
     assert {d["verdict"] for d in value} <= {"sure", "likely", "impossible"}
-    assert {k for d in value for k in d.keys()} <= {"numbers", "verdict", "augmented"}  # no logprobs copied in
+    assert {k for d in value for k in d.keys()} <= {"numbers", "trials", "verdict", "augmented"}  # no logprobs copied in
     assert compiled.vote.demos == []  # before: raw train puzzles, which fit neither of its inputs
 
 

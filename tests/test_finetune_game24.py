@@ -36,6 +36,10 @@ def test_every_label_is_exact(data_dir):
         if ex.format == "g24-value":
             assert ex.outputs["verdict"] == ("sure" if reachable(state) else "impossible")
             assert len(state) in (2, 3)
+            trials = ex.outputs["trials"].split(", ") if ex.outputs["trials"] else []
+            assert (len(state) == 2) == bool(trials)  # trials with two numbers left, none with three
+            assert all(dict(legal_moves(state)).get(t) for t in trials)  # each an exact legal move
+            assert ex.outputs["verdict"] == "sure" if trials and trials[-1].endswith("= 24") else True
         else:
             assert ex.outputs["next_step"] in good_moves(state)
             assert reachable(dict(legal_moves(state))[ex.outputs["next_step"]])
@@ -74,6 +78,33 @@ def test_value_classes_are_balanced_per_depth_after_merging_identical_states(dat
     ids = {ex.id for ex in load("game24", split="train", data_dir=data_dir, limit=puzzles)}
     assert {ex.id for ex in values} <= ids
     assert exact_examples(puzzles, data_dir=data_dir)[0] == examples  # seeded
+
+
+def test_value_trials_try_each_move_until_one_makes_24_and_fit_the_signatures_bound(data_dir):
+    from programs.game24 import TRIALS_MAX_CHARS
+    from reasonflow.checking.game24 import value_trials
+
+    assert value_trials(state_of("3 8")) == "8 + 3 = 11, 8 - 3 = 5, 8 * 3 = 24"
+    assert value_trials(state_of("5 7")) == "7 + 5 = 12, 7 - 5 = 2, 7 * 5 = 35, 7 / 5 = 7/5"  # never 5 / 7
+    assert value_trials(state_of("5 5")) == "5 + 5 = 10, 5 - 5 = 0, 5 * 5 = 25, 5 / 5 = 1"
+    assert value_trials(state_of("1 2 3")) == ""
+    for puzzle in load("game24", data_dir=data_dir):  # every two-number state any puzzle reaches
+        for s1 in {after for _, after in legal_moves(start_state(puzzle.question))}:
+            for _, s2 in legal_moves(s1):
+                trials = value_trials(s2)
+                assert len(trials) <= TRIALS_MAX_CHARS
+                assert trials.endswith("= 24") == reachable(s2)
+
+
+def test_propose_and_value_gold_keep_one_half_of_the_exact_examples_each(data_dir):
+    both, _ = exact_examples(30, data_dir=data_dir)
+    halves = {}
+    for fmt in ("propose", "value"):
+        halves[fmt], report = collect_gold(Recipe(task="game24", gold=((fmt, 30),), data_dir=str(data_dir)))
+        assert {ex.format for ex in halves[fmt]} == {f"g24-{fmt}"} and list(report) == [fmt]
+    assert halves["propose"] + halves["value"] == both  # the same examples, split by part
+    with pytest.raises(ConfigError, match="parts"):
+        exact_examples(5, data_dir=data_dir, parts=("values",))
 
 
 def test_no_benchmark_puzzle_reaches_the_default_recipes_data(data_dir):
@@ -138,7 +169,7 @@ def test_connect_reads_the_prompt_format_from_the_served_models_manifest(tmp_pat
     (merged / "reasonflow-merged.json").write_text(json.dumps({"adapter_manifest": {"prompt_format": "compact"}}))
     models = [{"id": "base", "object": "model", "root": str(tmp_path / "nowhere")},
               {"id": "game24-tot", "object": "model", "root": str(merged)}]
-    with FakeServer([completion('{"verdict":"sure"}')], models=models) as server:
+    with FakeServer([completion('{"trials":"8 * 3 = 24","verdict":"sure"}')], models=models) as server:
         assert reasonflow.connect(server.base_url, "game24-tot").prompt_format == "compact"
         assert reasonflow.connect(server.base_url, "base").prompt_format == "json"
         lm = reasonflow.connect(server.base_url, "game24-tot")

@@ -140,6 +140,23 @@ def test_lm_head_runs_at_completion_positions_only(examples, tiny_model_dir, tmp
     assert learnt < batch["attention_mask"].sum() / 2  # most of a GSM8K row is prompt
 
 
+def test_training_batches_mix_example_kinds_instead_of_grouping_them_by_length(data_dir, tiny_model_dir, tmp_path):
+    """Grouped by length, a Game of 24 value batch was all two-number states (long: trials) or all
+    three-number ones (short), and the model learnt the last batches' base rate, not the input."""
+    from reasonflow.adapter import CompactAdapter
+    from reasonflow.finetune.game24 import exact_examples
+
+    values, _ = exact_examples(30, data_dir=data_dir, parts=("value",))
+    two = [ex for ex in values if len(ex.inputs["numbers"].split()) == 2][:16]
+    three = [ex for ex in values if len(ex.inputs["numbers"].split()) == 3][:16]
+    rows = [render(ex, CompactAdapter()) for ex in two + three]
+    trainer, _ = build_trainer(rows, tmp_path, tiny_model_dir, LoRAConfig(max_steps=1, **TINY), progress=False)
+    tokenizer = trainer.processing_class
+    kinds = [{tokenizer.decode(ids).count('"trials":""') for ids in batch["input_ids"]}
+             for batch in trainer.get_train_dataloader()]
+    assert len(kinds) == 8 and sum(len(k) == 2 for k in kinds) >= 4  # most batches hold both kinds
+
+
 def test_a_model_that_soft_caps_its_logits_is_refused(examples, tiny_model_dir, tmp_path):
     import shutil
 

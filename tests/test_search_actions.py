@@ -36,7 +36,7 @@ def game24_script(choose=lambda enum, rng: rng.choice(enum), verdict="likely", s
         enum = step_enum(call)
         if enum is not None:
             return [{"next_step": choose(enum, rng)} for _ in range(call.n)]
-        return {"verdict": verdict}
+        return {"trials": "", "verdict": verdict}
 
     return script
 
@@ -59,7 +59,7 @@ def test_every_propose_request_is_one_n_request_guided_to_exactly_the_states_leg
 def test_a_proposal_outside_the_action_space_never_becomes_a_state():
     def script(call):  # a server that ignores the schema: one illegal and one legal proposal
         enum = step_enum(call)
-        return [{"next_step": "9 + 9 = 18"}, {"next_step": enum[0]}] if enum else {"verdict": "sure"}
+        return [{"next_step": "9 + 9 = 18"}, {"next_step": enum[0]}] if enum else {"trials": "", "verdict": "sure"}
 
     pred = run(TreeOfThought(GAME24, breadth=2, depth=3, proposals=2), ScriptedLM(script), "4 9 10 13")
     nodes = [d for _, d in pred.trace.graph.nodes(data=True)]
@@ -203,10 +203,10 @@ def test_verdict_logprobs_come_back_through_the_http_client():
     from tests.fakeserver import FakeServer, completion
 
     def with_logprobs(body):
-        reply = completion('{"verdict":"likely"}')
+        reply = completion('{"trials":"","verdict":"likely"}')
         top = [{"token": t, "logprob": math.log(p), "bytes": None} for t, p in (("likely", 0.5), ("sure", 0.4), ("imp", 0.1))]
         reply["choices"][0]["logprobs"] = {"content": [
-            {"token": '{"verdict":"', "logprob": 0.0, "bytes": None, "top_logprobs": []},
+            {"token": '{"trials":"","verdict":"', "logprob": 0.0, "bytes": None, "top_logprobs": []},
             {"token": "likely", "logprob": math.log(0.5), "bytes": None, "top_logprobs": top},
             {"token": '"}', "logprob": 0.0, "bytes": None, "top_logprobs": []}]}
         return reply

@@ -146,6 +146,24 @@ def reachable(state: tuple[Fraction, ...]) -> bool:
     return any(reachable(after) for _, after in legal_moves(state))
 
 
+def value_trials(state: tuple[Fraction, ...]) -> str:
+    """What the Game of 24 value writes before its verdict (the target it is trained on): with two
+    numbers left, its moves in ``legal_moves`` order (``a + b``, ``a - b``, ``a * b``, ``a / b``, the
+    larger number first) up to the first that makes 24, joined by ", "; with more, nothing. The
+    smaller / larger division is left out: it is never 24 (numbers left are never negative)."""
+    if len(state) != 2:
+        return ""
+    low = fmt_number(min(state))
+    out = []
+    for text, after in legal_moves(state):
+        if state[0] != state[1] and text.startswith(f"{low} / "):
+            continue
+        out.append(text)
+        if after[0] == TARGET:
+            break
+    return ", ".join(out)
+
+
 def good_moves(state: tuple[Fraction, ...]) -> list[str]:
     """The moves of ``state`` after which 24 is still reachable (the exact policy's choices)."""
     return [text for text, after in legal_moves(state) if reachable(after)]

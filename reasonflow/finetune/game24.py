@@ -11,7 +11,9 @@ benchmark's rows 901-1000 are refused) and makes, per puzzle, with a seeded RNG:
   77 of the 147 two-number ones, against 1,540 first moves, and the proposer after one move did barely
   better than chance);
 - **value** examples: states after 1 and 2 moves, ``sure`` when 24 is still reachable and
-  ``impossible`` when not (``checking.game24.reachable``: exhaustive, exact). The classes are balanced
+  ``impossible`` when not (``checking.game24.reachable``: exhaustive, exact), after two moves with
+  the trials the value writes first (``checking.game24.value_trials``: each move up to the one that
+  makes 24, results exact). The classes are balanced
   per depth over all the puzzles, *after* merging identical states: ``VALUE_PER_CLASS[depth]``
   examples of each class per puzzle (more after two moves, where selection keeps 5 of ~40 states). Dead states are drawn weighted by how many puzzles reach them (a
   proxy for how often the search meets them); the few distinct reachable states are repeated evenly
@@ -35,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 
 from reasonflow import builtins
-from reasonflow.checking.game24 import fmt_number, good_moves, legal_moves, reachable, start_state
+from reasonflow.checking.game24 import fmt_number, good_moves, legal_moves, reachable, start_state, value_trials
 from reasonflow.data import GAME24_TRAIN_ROWS
 from reasonflow.errors import ConfigError, DatasetError
 from reasonflow.finetune.data import SFTExample, bench_rows
@@ -58,7 +60,8 @@ def _propose(puzzle, state, move: str, source: str) -> SFTExample:
 
 def _value(puzzle, state, source: str = "gold:exact") -> SFTExample:
     return SFTExample(puzzle.id, source, "g24-value", puzzle.question,
-                      {"verdict": "sure" if reachable(state) else "impossible"}, {"numbers": _numbers(state)})
+                      {"trials": value_trials(state), "verdict": "sure" if reachable(state) else "impossible"},
+                      {"numbers": _numbers(state)})
 
 
 def first_moves(puzzle, rng: random.Random) -> list[SFTExample]:

@@ -164,7 +164,11 @@ def build_trainer(rows: list[dict], out: Path, model_dir: Path, config: LoRAConf
         use_cpu=config.device == "cpu", bf16=config.device == "cuda", report_to="none",
         # TRL turns activation recomputation on by default: it saves memory we have, at ~1.5x the time.
         gradient_checkpointing=False,
-        dataloader_num_workers=0, disable_tqdm=not progress, train_sampling_strategy="group_by_length",
+        # Random batches, not grouped by length: grouping makes each batch one kind of example (a
+        # Game of 24 value batch all dead two-number states, the next all three-number ones), and the
+        # model then tracked the last batches' base rate instead of the input: its p(sure) and its
+        # choice to write trials moved together for every state from checkpoint to checkpoint.
+        dataloader_num_workers=0, disable_tqdm=not progress, train_sampling_strategy="random",
         include_num_input_tokens_seen="non_padding")
     limit = _time_limit(config.max_minutes * 60)
     trainer = _completion_trainer_class()(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
