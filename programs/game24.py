@@ -6,10 +6,10 @@ proposer is guided to legal moves only, and the model sees just the numbers left
 multiset of numbers, whichever path reached it (states with the same numbers are one state). A state
 with one number left is terminal, valued 1 if it is 24; other states are valued by the LM (by its
 verdict probabilities, ``value_scoring="logprob"``). With two numbers left the value first writes
-its own trials, each move ``a op b = c`` it can make (the ToT paper's value prompt does the same):
-a 135M model valuing "3 8" in one token learns only the base rate, one that computes ``8 * 3 = 24``
-first has its answer in front of it. The results in the trials are the model's own, not the task's.
-The final expression is rebuilt from the moves and checked by ``checking.game24_check``. ``game24.tot:random`` and ``game24.tot:exact`` run the
+its own trials, each move ``a op b = c`` it can make (the ToT paper's value prompt does the same),
+so the verdict follows a computed ``8 * 3 = 24`` rather than a one-token guess; the results in the
+trials are the model's own, not the task's. The final expression is rebuilt from the moves and
+checked by ``checking.game24_check``. ``game24.tot:random`` and ``game24.tot:exact`` run the
 same search with a uniform random policy and with a perfect one (``checking.game24.reachable``).
 """
 
