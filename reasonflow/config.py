@@ -116,6 +116,9 @@ class LMConfig:
     # Sequences in flight through one LM object at once (a request with n=k counts k); async calls
     # past it wait their turn. None: no limit (the server queues). Keeps a known concurrency cap.
     max_sequences: int | None = None  # with several replicas: per replica
+    # Under max_sequences, an n=k call goes as k one-sample requests, each through the gate on its own
+    # (one request holds its k slots until its longest sample ends); False: one request of n=k.
+    split_samples: bool = True
     replica_backoff_s: float = DEFAULT_REPLICA_BACKOFF_S
 
     def __post_init__(self):

@@ -4,8 +4,8 @@ Each request pops the next behaviour from ``script`` (the last one repeats): a d
 callable(request body) returning one, "stall", "reset", or an (status, body, headers) error tuple.
 Every reply waits ``delay_s`` first. Arrival times and bodies are logged. ``GET /metrics`` answers
 Prometheus text: vLLM's prefix-cache counters, ``metrics_per_request`` hits and queries added per
-chat request. ``GET /version`` answers ``{"version": server.version}`` as vLLM does. ``port`` binds a
-given port (default: a free one).
+chat request, and any samples a test puts in ``counters`` ({name: value}). ``GET /version`` answers
+``{"version": server.version}`` as vLLM does. ``port`` binds a given port (default: a free one).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ class FakeServer:
         self.stall_s = stall_s
         self.metrics_per_request = metrics_per_request
         self.delay_s = delay_s
+        self.counters: dict[str, float] = {}  # extra /metrics samples a test keeps up to date
         self.arrivals: list[float] = []
         self.bodies: list[dict] = []
         self._lock = threading.Lock()
@@ -56,7 +57,9 @@ class FakeServer:
                     hits, queries = (len(server.arrivals) * k for k in server.metrics_per_request)
                     text = ("# TYPE vllm:prefix_cache_hits_total counter\n"
                             f"vllm:prefix_cache_hits_total{{engine=\"0\"}} {hits}\n"
-                            f"vllm:prefix_cache_queries_total{{engine=\"0\"}} {queries}\n").encode()
+                            f"vllm:prefix_cache_queries_total{{engine=\"0\"}} {queries}\n"
+                            + "".join(f"{k}{{engine=\"0\"}} {v}\n" for k, v in list(server.counters.items()))
+                            ).encode()
                     self.send_response(200)
                     self.send_header("Content-Type", "text/plain")
                     self.send_header("Content-Length", str(len(text)))

@@ -135,22 +135,66 @@ def test_usage_records_tokens_latency_and_finish_reason():
     assert usage.to_dict()["total_tokens"] == 130
 
 
-def test_max_sequences_caps_what_is_in_flight():
+def test_max_sequences_caps_what_is_in_flight_one_sample_per_request():
     import asyncio
 
-    reply = completion(GOOD, GOOD, GOOD, GOOD)
-    with FakeServer([reply], delay_s=0.3) as srv:
+    def reply(body):
+        return completion(*[GOOD] * body.get("n", 1))
+
+    with FakeServer([reply], delay_s=0.3) as srv, track_usage() as usage:
         lm = VLLMLM(srv.base_url, "fake", config=LMConfig(timeout_s=5, max_retries=0, max_sequences=8))
         program = dspy.ChainOfThought("question -> answer: float")
 
         async def many():
             with dspy.context(lm=lm, adapter=StructuredAdapter()):
-                return await asyncio.gather(*(program.acall(question=f"q{i}", config={"n": 4, "temperature": 0.8})
+                return await asyncio.gather(*(program.acall(question=f"q{i}", config={"n": 4, "temperature": 0.8,
+                                                                                      "seed": 7})
                                               for i in range(6)))
 
-        asyncio.run(many())
+        results = asyncio.run(many())
     arrivals = sorted(srv.arrivals)
-    # 6 requests of n=4 under a cap of 8 sequences: two at a time, three waves ~0.3 s apart
-    waves = [arrivals[i + 1] - arrivals[i] for i in range(5)]
+    # 6 calls of n=4 under a cap of 8 sequences: 24 one-sample requests, 8 at a time, three waves ~0.3 s apart
+    assert len(arrivals) == 24 and all(b["n"] == 1 for b in srv.bodies)
+    waves = [arrivals[i + 1] - arrivals[i] for i in range(23)]
     assert sum(gap > 0.2 for gap in waves) == 2
     assert arrivals[-1] - arrivals[0] >= 0.5
+    assert sorted(b["seed"] for b in srv.bodies if "q0" in json.dumps(b["messages"])) == [7, 8, 9, 10]
+    # one call, one record, one response of 4 choices: as vLLM answers n=4
+    assert len(usage.records) == 6 and all(r.n == 4 and r.completion_tokens == 28 for r in usage.records)
+    assert all(r.prompt_tokens == 11 for r in usage.records)  # the prompt once, as for n=4
+    assert all(len(p.completions) == 4 for p in results)
+
+
+def test_without_a_cap_or_with_split_samples_off_an_n_call_is_one_request():
+    import asyncio
+
+    for config in (LMConfig(max_retries=0), LMConfig(max_retries=0, max_sequences=8, split_samples=False)):
+        with FakeServer([completion(GOOD, GOOD, GOOD)]) as srv:
+            lm = VLLMLM(srv.base_url, "fake", config=config)
+            out = asyncio.run(lm.acall("q", n=3, temperature=0.8))
+        assert len(out) == 3 and [b["n"] for b in srv.bodies] == [3]
+
+
+def test_a_failed_sample_request_cancels_the_others_and_raises_its_typed_error():
+    import asyncio
+
+    def reply(body):
+        seed = body.get("seed")
+        if seed == 2:
+            return 400, {"error": {"message": "bad sample"}}
+        return "stall" if seed < 100 else completion(GOOD)
+
+    with FakeServer([reply], stall_s=3.0) as srv:
+        lm = VLLMLM(srv.base_url, "fake", config=LMConfig(timeout_s=5, max_retries=0, max_sequences=8))
+
+        async def calls():
+            started = time.perf_counter()
+            with pytest.raises(LMRequestError, match="bad sample"):
+                await lm.acall("q", n=4, temperature=0.8, seed=0)
+            failed_after = time.perf_counter() - started
+            # every slot came back: a call that needs all 8 passes the gate at once
+            out = await asyncio.wait_for(lm.acall("q", n=8, temperature=0.8, seed=100), timeout=2.0)
+            return failed_after, out
+
+        failed_after, out = asyncio.run(calls())
+    assert failed_after < 2.5 and len(out) == 8  # the stalled samples were not waited for

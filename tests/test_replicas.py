@@ -218,15 +218,18 @@ def test_a_busy_replica_is_retried_after_its_retry_after():
 
 
 def test_the_sequence_cap_is_per_replica():
-    reply = completion(GOOD, GOOD, GOOD, GOOD)
+    def reply(body):
+        return completion(*[GOOD] * body.get("n", 1))
+
     with FakeServer([reply], delay_s=0.3) as a, FakeServer([reply], delay_s=0.3) as b:
         lm = pool(a, b, config=LMConfig(timeout_s=5, max_retries=0, max_sequences=4), temperature=0.8)
         started = time.perf_counter()
-        asyncio.run(calls(lm, 4, n=4))  # 16 sequences, 4 per replica at once: two waves of two
+        answers = asyncio.run(calls(lm, 4, n=4))  # 16 one-sample requests, 4 per replica at once: two waves
         elapsed = time.perf_counter() - started
-    assert len(a.bodies) == len(b.bodies) == 2
+    assert len(a.bodies) == len(b.bodies) == 8 and all(body["n"] == 1 for body in a.bodies + b.bodies)
+    assert all(len(answer.choices) == 4 for answer in answers)
     assert 0.55 <= elapsed < 1.5
-    gaps = [s.arrivals[1] - s.arrivals[0] for s in (a, b)]
+    gaps = [sorted(s.arrivals)[4] - sorted(s.arrivals)[3] for s in (a, b)]
     assert all(gap > 0.25 for gap in gaps)
 
 
