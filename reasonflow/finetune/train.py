@@ -11,7 +11,8 @@ prompt/completion format masks the prompt), and writes into ``out_dir``:
     data.jsonl                                       the rendered training examples with their ids
     checkpoints/                                     trainer checkpoints (removed when finished)
     snapshots/step-N/                                with ``snapshot_steps``: the adapter at step N (bf16,
-                                                     ~10 MB, servable) and the trainer state to resume
+                                                     ~10 MB, servable) and the trainer state to resume;
+                                                     also at the step where ``max_minutes`` stops it
     learning_curve.json, learning_curve.png          with dev examples: dev accuracy against training
                                                      tokens (``reasonflow.finetune.curve``)
 
@@ -339,7 +340,8 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
 
 
 def _snapshot_callback(out: Path, config: LoRAConfig, base: dict, prompt_format: str):
-    """A TrainerCallback that writes ``snapshots/step-N`` every ``snapshot_steps`` steps: the adapter
+    """A TrainerCallback that writes ``snapshots/step-N`` every ``snapshot_steps`` steps and where the
+    time limit stops the run: the adapter
     in bf16 with a portable config and a manifest of its own (servable, mergeable), and what a resume
     needs besides the optimizer (trainer state, learning-rate schedule, RNG state)."""
     import torch
@@ -349,7 +351,11 @@ def _snapshot_callback(out: Path, config: LoRAConfig, base: dict, prompt_format:
         trainer = None  # set once the trainer exists: its RNG state goes into the snapshot
 
         def on_step_end(self, args, state, control, model=None, lr_scheduler=None, **kwargs):
-            if state.global_step % config.snapshot_steps:
+            # The time limit stops training before ``max_steps`` (it runs before this callback): keep a
+            # snapshot there too, so another machine resumes from where the run got to, not from the
+            # last multiple of ``snapshot_steps``.
+            stopped_early = control.should_training_stop and state.global_step < state.max_steps
+            if state.global_step % config.snapshot_steps and not stopped_early:
                 return control
             where = out / SNAPSHOTS / f"step-{state.global_step}"
             where.mkdir(parents=True, exist_ok=True)
