@@ -341,9 +341,9 @@ def train(examples: list[SFTExample], out_dir: str | Path, *, base_model: str = 
 
 def _snapshot_callback(out: Path, config: LoRAConfig, base: dict, prompt_format: str):
     """A TrainerCallback that writes ``snapshots/step-N`` every ``snapshot_steps`` steps and where the
-    time limit stops the run: the adapter
-    in bf16 with a portable config and a manifest of its own (servable, mergeable), and what a resume
-    needs besides the optimizer (trainer state, learning-rate schedule, RNG state)."""
+    time limit stops the run: the adapter in bf16 with a portable config and a manifest of its own
+    (servable, mergeable), and what a resume needs besides the optimizer (trainer state, learning-rate
+    schedule, RNG state)."""
     import torch
     from transformers import TrainerCallback
 
